@@ -1,0 +1,299 @@
+"""``datamill <verb>``: argument parsing, progress display and exit codes.
+
+Exit codes: 0 success; 1 a run that ended with failed slots, or data that breaks an invariant;
+2 bad input (recipe, flag, file), with one error line and nothing written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+from ruamel.yaml import YAML
+
+from datamill import __version__
+from datamill.errors import DatamillError, RecipeError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"datamill: error: {self.prog.split()[-1]}: {message} (see --help)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = YAML(typ="safe").load(raw)
+    except Exception:
+        value = raw
+    return key.replace("-", "_"), value
+
+
+def load_recipe(ref: str, size: int | None = None, seed: int | None = None, params: list[tuple[str, Any]] | None = None):  # type: ignore[no-untyped-def]
+    """A recipe file or a built-in name -> (loaded recipe with overrides, its text)."""
+    from datamill.recipe import load_file
+    from datamill.recipes import BUILTINS, builtin_path
+
+    path = Path(ref)
+    if not path.is_file():
+        builtin = builtin_path(ref)
+        if builtin is None:
+            if ref.endswith((".yaml", ".yml")) or os.sep in ref:
+                raise RecipeError(ref, 0, 0, "", "no such recipe file")
+            raise UsageError(f"unknown recipe {ref!r}: not a file and not a built-in ({', '.join(BUILTINS)})")
+        path = builtin
+    loaded = load_file(path)
+    loaded = loaded.with_overrides(size=size, seed=seed, params=dict(params or []))
+    return loaded, path.read_text(encoding="utf-8")
+
+
+def _progress(mode: str, label: str) -> Any:
+    from datamill.cli.progress import PlainProgress, RichProgress
+    from datamill.engine.progress import NullProgress
+
+    if mode == "auto":
+        mode = "rich" if sys.stderr.isatty() else "plain"
+    if mode == "rich":
+        return RichProgress(label)
+    if mode == "plain":
+        interval = float(os.environ.get("DATAMILL_PROGRESS_INTERVAL", "10"))
+        return PlainProgress(label, interval=interval)
+    return NullProgress()
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from datamill.recipes import BUILTINS
+
+    width = max(map(len, BUILTINS))
+    for name, (_, about) in BUILTINS.items():
+        print(f"{name:<{width}}  {about}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from datamill.engine import Plan
+
+    loaded, _ = load_recipe(args.recipe, args.size, args.seed, args.param)
+    if args.num_shards < 1:
+        raise UsageError(f"--num-shards: expected an integer >= 1, got {args.num_shards}")
+    r = loaded.recipe
+    plan = Plan(r)
+    print(f"recipe      {r.name} v{r.version} ({loaded.file})")
+    print(f"hash        {loaded.hash}")
+    print(f"seed        {r.seed}")
+    print(f"slots       {plan.size:,}  (slot seed = f(recipe seed, slot index); part_size {plan.part_size:,})")
+    if plan.cells:
+        print("quotas      (largest remainder, exact)")
+        for cell in plan.cells:
+            label = ", ".join(f"{k}={v}" for k, v in cell.values.items())
+            print(f"  {label:<40} {cell.count:>12,}")
+    if plan.cycle_len:
+        print(f"cycles      {plan.cycle_len} (slot i uses cycle i % {plan.cycle_len})")
+        for c in range(plan.cycle_len):
+            slots = len(range(c, plan.size, plan.cycle_len))
+            values = ", ".join(f"{k}={v[c]}" for k, v in plan.cycles.items())
+            print(f"  cycle {c:<3} {values:<40} {slots:>12,} slots")
+    print(f"shards      {args.num_shards}")
+    for s in range(args.num_shards):
+        lo, hi = plan.shard_bounds(args.num_shards, s)
+        n_ranges = len(range(lo // plan.part_size, (hi - 1) // plan.part_size + 1)) if hi > lo else 0
+        print(f"  shard {s:<3} slots [{lo:,}, {hi:,})  {hi - lo:,} slots in {n_ranges:,} parts")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from datamill.engine import LocalExecutor, execute
+
+    loaded, text = load_recipe(args.recipe, args.size, args.seed, args.param)
+    from datamill.engine.run import check_shards
+
+    check_shards(args.num_shards, args.shard_index)
+    label = loaded.recipe.name if args.num_shards == 1 else f"{loaded.recipe.name} [shard {args.shard_index}/{args.num_shards}]"
+    summary = execute(
+        loaded,
+        text,
+        args.out,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+        executor=LocalExecutor(args.workers),
+        progress=_progress(args.progress, label),
+    )
+    s = summary
+    rate = s.new_records / s.seconds if s.seconds > 0 else 0.0
+    print(f"{s.recipe}: {s.slots_done:,}/{s.slots_total:,} slots done, {s.slots_failed:,} failed, {s.records:,} records")
+    if s.dropped:
+        total = sum(s.dropped.values())
+        why = ", ".join(f"{k} {v:,}" for k, v in s.dropped.items())
+        print(f"dropped: {total:,} slots ({why})")
+    print(
+        f"this invocation: {s.parts_run:,} parts run, {s.parts_resumed:,} already committed, "
+        f"{s.new_records:,} records in {s.seconds:.1f}s ({rate:,.0f} records/s)"
+    )
+    for f in s.failed_examples:
+        print(f"failed slot {f['slot']}: {f['reason']}")
+    if s.slots_failed > len(s.failed_examples):
+        print(f"... and {s.slots_failed - len(s.failed_examples):,} more failed slots in {Path(args.out) / 'logs/run.jsonl'}")
+    print(f"out: {args.out}")
+    return s.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from datamill.cli.progress import fmt_duration
+    from datamill.engine import run_status
+
+    st = run_status(args.dir)
+    if args.json:
+        print(orjson.dumps(st.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    s = st.summary
+    pct = 100.0 * (s.slots_done + s.slots_failed) / s.slots_total if s.slots_total else 100.0
+    print(f"recipe     {s.recipe} ({s.recipe_hash})")
+    print(f"slots      {s.slots_done:,} done, {s.slots_failed:,} failed, {s.slots_remaining:,} remaining of {s.slots_total:,} ({pct:.1f}%)")
+    print(f"records    {s.records:,} in {st.parts:,} parts")
+    if s.dropped:
+        print("dropped    " + ", ".join(f"{k} {v:,}" for k, v in s.dropped.items()))
+    rate = "?" if st.records_per_s is None else f"{st.records_per_s:,.0f} records/s ({st.slots_per_s:,.1f} slots/s)"
+    print(f"rate       {rate}")
+    print(f"eta        {'done' if s.slots_remaining == 0 else fmt_duration(st.eta_s)}")
+    print(f"running    {', '.join(st.running_shards) or 'no'}")
+    if st.last_stop:
+        print(f"last stop  {st.last_stop}")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    from datamill.store import write_in_order
+
+    out = sys.stdout.buffer
+    try:
+        write_in_order(args.dir, out)
+        out.flush()
+    except BrokenPipeError:
+        # `datamill cat DIR | head` is normal use: stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from datamill.store import merge
+
+    stats = merge(args.dirs, args.out, allow_partial=args.allow_partial)
+    print(f"merged {stats.records:,} records from {stats.parts:,} parts ({stats.slots_covered:,}/{stats.slots_planned:,} slots) into {args.out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from datamill.bench.lambda_bench import run_lambda_bench
+
+    result = run_lambda_bench(args.size, args.workers, seed=args.seed, keep=args.keep)
+    d, b = result["datamill"], result["bare"]
+    print(f"lambda-traces: {args.size:,} slots, {args.workers} workers, {result['cpus']} cpus")
+    print(f"  datamill  {d['records']:>12,} records  {d['seconds']:>8.2f}s  {d['records_per_s']:>10,.0f} records/s  peak RSS {d['peak_rss_mb']:.0f} MB")
+    print(f"  bare      {b['records']:>12,} records  {b['seconds']:>8.2f}s  {b['records_per_s']:>10,.0f} records/s  peak RSS {b['peak_rss_mb']:.0f} MB")
+    print(f"  ratio datamill/bare: {result['ratio']}")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0 if result["same_records"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="datamill", description="Synthetic datasets at any size, reproducibly.")
+    p.add_argument("--version", action="version", version=f"datamill {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    def recipe_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("recipe", help="recipe YAML file or built-in name (see `datamill recipes`)")
+        sp.add_argument("--size", type=_positive, help="number of slots (overrides the recipe)")
+        sp.add_argument("--seed", type=_non_negative, help="recipe seed (overrides the recipe)")
+        sp.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE", help="override a recipe parameter")
+
+    sp = sub.add_parser("recipes", help="list built-in recipes")
+    sp.set_defaults(fn=cmd_recipes)
+
+    sp = sub.add_parser("plan", help="print slots, quota allocation, cycles and shard ranges")
+    recipe_args(sp)
+    sp.add_argument("--num-shards", type=_positive, default=1)
+    sp.set_defaults(fn=cmd_plan)
+
+    sp = sub.add_parser("run", help="run (or resume) a recipe into a run dir")
+    recipe_args(sp)
+    sp.add_argument("--out", required=True, help="run dir (re-running resumes)")
+    sp.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    sp.add_argument("--num-shards", type=_positive, default=1)
+    sp.add_argument("--shard-index", type=_non_negative, default=0)
+    sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("status", help="done/remaining slots, records, rate and ETA of a run dir")
+    sp.add_argument("dir")
+    sp.add_argument("--json", action="store_true", help="print as JSON")
+    sp.set_defaults(fn=cmd_status)
+
+    sp = sub.add_parser("cat", help="stream a run dir's records as JSONL in slot order")
+    sp.add_argument("dir")
+    sp.set_defaults(fn=cmd_cat)
+
+    sp = sub.add_parser("merge", help="concatenate shards in slot order into one JSONL file")
+    sp.add_argument("dirs", nargs="+")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--allow-partial", action="store_true", help="merge even if slots have no part")
+    sp.set_defaults(fn=cmd_merge)
+
+    sp = sub.add_parser("bench", help="benchmarks against the bare floor")
+    bsub = sp.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    bp = bsub.add_parser("lambda", help="lambda-traces records/s and peak RSS vs a bare generator loop")
+    bp.add_argument("--size", type=_positive, default=20_000, help="slots (one trace each)")
+    bp.add_argument("--workers", type=_positive, default=os.cpu_count() or 1)
+    bp.add_argument("--seed", type=_non_negative, default=0)
+    bp.add_argument("--keep", help="keep the datamill run dir here")
+    bp.add_argument("--json", help="also write the result as JSON to this file")
+    bp.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except RecipeError as exc:
+        print(str(exc), file=sys.stderr)  # FILE:LINE:COL: field.path: message, like a compiler
+        return exc.exit_code
+    except DatamillError as exc:
+        print(f"datamill: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("datamill: interrupted; committed parts are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def entry() -> NoReturn:
+    sys.exit(main())

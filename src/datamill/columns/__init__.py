@@ -1,0 +1,48 @@
+"""Columns: samplers, expressions, templates and generators, built from recipe specs."""
+
+from __future__ import annotations
+
+from datamill.columns.base import Column, SlotState
+from datamill.columns.expressions import Expression, Template
+from datamill.columns.generators import Generator, GeneratorContext
+from datamill.columns.samplers import Categorical, Conditional, Integer, Uniform
+from datamill.recipe import LoadedRecipe, column_order
+from datamill.recipe.check import dependencies
+from datamill.recipe.model import (
+    CategoricalSampler,
+    ConditionalSampler,
+    ExpressionColumn,
+    GeneratorColumn,
+    IntegerSampler,
+    TemplateColumn,
+    UniformSampler,
+)
+
+__all__ = ["Column", "GeneratorContext", "SlotState", "build_columns"]
+
+
+def build_columns(loaded: LoadedRecipe) -> list[Column]:
+    """The recipe's columns, ready to evaluate, in dependency order."""
+    recipe = loaded.recipe
+    out: list[Column] = []
+    for name in column_order(recipe):
+        spec = recipe.columns[name]
+        col: Column
+        if isinstance(spec, CategoricalSampler):
+            col = Categorical(name, spec)
+        elif isinstance(spec, IntegerSampler):
+            col = Integer(name, spec)
+        elif isinstance(spec, UniformSampler):
+            col = Uniform(name, spec)
+        elif isinstance(spec, ConditionalSampler):
+            col = Conditional(name, spec)
+        elif isinstance(spec, ExpressionColumn):
+            col = Expression(name, spec)
+        elif isinstance(spec, TemplateColumn):
+            col = Template(name, spec)
+        elif isinstance(spec, GeneratorColumn):
+            col = Generator(name, spec, loaded.base_dir, dependencies(recipe, name))
+        else:  # pragma: no cover - the model admits no other kind
+            raise TypeError(f"unknown column kind {type(spec).__name__}")
+        out.append(col)
+    return out

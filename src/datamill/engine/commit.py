@@ -1,0 +1,147 @@
+"""Commit and resume, shared by every executor.
+
+``run_range`` turns one slot range into one committed part: records stream into a temporary
+file, which is fsynced and renamed into place after its meta file; the directory is fsynced after
+each rename. ``pending_ranges`` answers "what is left": the shard's ranges that have no committed
+part. Executors decide only where ``run_range`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from datamill.engine.plan import Plan, SlotRange
+from datamill.engine.slots import SlotRunner
+from datamill.store import atomic
+from datamill.store.formats import dumps_line, open_sink, suffix
+from datamill.store.rundir import PART_RE, RunDir, part_stem
+
+BATCH_SLOTS = 64
+
+
+@dataclass
+class PartResult:
+    """What one committed part holds."""
+
+    start: int
+    end: int
+    records: int = 0
+    slots_done: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "range": [self.start, self.end],
+            "records": self.records,
+            "slots_done": self.slots_done,
+            "slots_failed": self.failed,
+            "dropped": self.dropped,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> PartResult:
+        start, end = meta["range"]
+        return cls(
+            start,
+            end,
+            records=meta["records"],
+            slots_done=meta["slots_done"],
+            failed=list(meta["slots_failed"]),
+            dropped=dict(meta["dropped"]),
+            bytes=meta.get("bytes", 0),
+            seconds=meta.get("seconds", 0.0),
+        )
+
+
+def pending_ranges(plan: Plan, run_dir: RunDir, num_shards: int = 1, shard_index: int = 0) -> list[SlotRange]:
+    """The shard's ranges with no committed part, in slot order."""
+    done = {(p.start, p.end) for p in run_dir.parts()}
+    return [r for r in plan.ranges(num_shards, shard_index) if (r.start, r.end) not in done]
+
+
+def remove_stale_temps(run_dir: RunDir, ranges: Iterable[SlotRange]) -> int:
+    """Delete temporary files of ``ranges`` left by killed writers (the caller holds the shard)."""
+    wanted = {part_stem(r.start, r.end) for r in ranges}
+    n = 0
+    if not run_dir.parts_dir.is_dir():
+        return 0
+    for entry in os.scandir(run_dir.parts_dir):
+        name = entry.name
+        if name.startswith(".") and atomic.TMP_MARK in name and name[1:].split(".", 1)[0] in wanted:
+            os.unlink(entry.path)
+            n += 1
+    return n
+
+
+def run_range(
+    runner: SlotRunner,
+    run_dir: RunDir,
+    rng: SlotRange,
+    on_slots: Callable[[int, int], None] | None = None,
+) -> PartResult:
+    """Run the slots of ``rng`` and commit them as one part; returns the part's stats.
+
+    ``on_slots(slots, records)`` is called after each batch, for progress.
+    """
+    t0 = time.perf_counter()
+    out = runner.recipe.output
+    stem = part_stem(rng.start, rng.end)
+    final = run_dir.parts_dir / (stem + suffix(out.format, out.compression))
+    result = PartResult(rng.start, rng.end)
+    dropped: Counter[str] = Counter()
+    tmp = atomic.temp_path(final)
+    try:
+        with open(tmp, "wb") as f:
+            sink = open_sink(f, out.format, out.compression)
+            for lo in range(rng.start, rng.end, BATCH_SLOTS):
+                slots = range(lo, min(rng.end, lo + BATCH_SLOTS))
+                n_rec = 0
+                for outcome in runner.run(slots):
+                    if outcome.failed is not None:
+                        result.failed.append({"slot": outcome.slot, "reason": outcome.failed})
+                        continue
+                    result.slots_done += 1
+                    if outcome.dropped is not None:
+                        dropped[outcome.dropped] += 1
+                    for rec in outcome.records:
+                        sink.write(dumps_line(rec), rec)
+                    n_rec += len(outcome.records)
+                result.records += n_rec
+                if on_slots is not None:
+                    on_slots(len(slots), n_rec)
+            sink.close()
+            f.flush()
+            os.fsync(f.fileno())
+            result.bytes = f.tell()
+        result.dropped = dict(sorted(dropped.items()))
+        result.seconds = time.perf_counter() - t0
+        atomic.write_bytes(final.with_name(stem + ".meta.json"), orjson.dumps(result.meta()))
+        atomic.publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
+def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[PartResult]:
+    """Stats of the committed parts (within ``bounds`` when given), in slot order."""
+    out = []
+    for part in run_dir.parts():
+        if bounds is not None and (part.end <= bounds.start or part.start >= bounds.end):
+            continue
+        out.append(PartResult.from_meta(part.meta()))
+    return out
+
+
+__all__ = ["PART_RE", "PartResult", "committed_results", "pending_ranges", "remove_stale_temps", "run_range"]

@@ -1,0 +1,72 @@
+"""The executor interface: how slot ranges are scheduled, never how parts are committed.
+
+A :class:`RangeJob` is everything a process needs to run ranges of one run: it is small and
+picklable, rebuilds the recipe once per process, and calls :func:`datamill.engine.commit.run_range`
+(the one commit protocol). An :class:`Executor` maps a job over ranges and yields each
+:class:`PartResult` as its part commits, in any order; the merged output does not depend on it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from datamill.engine.commit import PartResult, run_range
+from datamill.engine.plan import SlotRange
+from datamill.engine.slots import SlotRunner
+from datamill.recipe import LoadedRecipe, load_text
+from datamill.store.rundir import RunDir
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RangeJob:
+    """A picklable description of the work: recipe source, overrides and run dir."""
+
+    recipe_text: str
+    recipe_file: str
+    base_dir: str
+    size: int
+    seed: int
+    params_json: str
+    run_dir: str
+
+    @classmethod
+    def for_run(cls, loaded: LoadedRecipe, recipe_text: str, run_dir: str) -> RangeJob:
+        r = loaded.recipe
+        params = orjson.dumps(r.params, option=orjson.OPT_SORT_KEYS).decode()
+        return cls(recipe_text, loaded.file, str(loaded.base_dir), r.size, r.seed, params, run_dir)
+
+    def runner(self) -> SlotRunner:
+        runner = _RUNNERS.get(self)
+        if runner is None:
+            loaded = load_text(self.recipe_text, self.recipe_file, Path(self.base_dir))
+            params = orjson.loads(self.params_json)
+            runner = SlotRunner(loaded.with_overrides(size=self.size, seed=self.seed, params=params))
+            _RUNNERS.clear()
+            _RUNNERS[self] = runner
+        return runner
+
+    def __call__(self, rng: SlotRange, on_slots: ProgressFn | None = None) -> PartResult:
+        return run_range(self.runner(), RunDir(self.run_dir), rng, on_slots)
+
+
+# One compiled recipe per process, reused across the ranges it runs.
+_RUNNERS: dict[RangeJob, SlotRunner] = {}
+
+
+class Executor(ABC):
+    """Schedules ranges of a job; commits are the job's business."""
+
+    @abstractmethod
+    def map(self, job: RangeJob, ranges: Sequence[SlotRange], on_slots: ProgressFn) -> Iterator[PartResult]:
+        """Run every range and yield their results as they commit.
+
+        ``on_slots(slots, records)`` reports progress inside ranges; it is called in the
+        calling process, possibly from the generator's own thread.
+        """

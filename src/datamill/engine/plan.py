@@ -1,0 +1,154 @@
+"""The plan: the deterministic expansion of a recipe into slots, strata, cycles and ranges.
+
+Nothing here grows with the number of slots: a slot's stratum, cycle and seed are computed from
+its index on demand, so a plan of 10^12 slots costs the same memory as one of 10.
+"""
+
+from __future__ import annotations
+
+import itertools
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+from datamill.recipe.model import Recipe, Scalar
+from datamill.seeds import sub_seed
+
+
+class SlotRange(NamedTuple):
+    """Slots ``[start, end)``: the work of one part."""
+
+    start: int
+    end: int
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return self.end - self.start
+
+
+def largest_remainder(total: int, weights: list[Fraction]) -> list[int]:
+    """Split ``total`` into integer counts proportional to ``weights``, summing exactly to it.
+
+    Each count is the floor of its exact share; the leftover units go to the largest fractional
+    remainders, ties to the earlier weight.
+    """
+    wsum = sum(weights)
+    if wsum <= 0:
+        raise ValueError("weights must sum to more than zero")
+    shares = [total * w / wsum for w in weights]
+    counts = [int(s) for s in shares]
+    left = total - sum(counts)
+    order = sorted(range(len(weights)), key=lambda j: (-(shares[j] - counts[j]), j))
+    for j in order[:left]:
+        counts[j] += 1
+    return counts
+
+
+class _Permutation:
+    """A keyed bijection on ``[0, n)`` (a Feistel network with cycle walking), O(1) memory.
+
+    Spreads each stratum over the whole slot space, so every shard and every prefix of a run
+    sees a mix of strata, while the counts stay exact.
+    """
+
+    def __init__(self, n: int, key: int) -> None:
+        self.n = n
+        bits = max(2, (n - 1).bit_length())
+        bits += bits & 1
+        self.half = bits // 2
+        self.mask = (1 << self.half) - 1
+        self.keys = [sub_seed(key, f"feistel{r}") for r in range(4)]
+
+    def _round(self, x: int, k: int) -> int:
+        x = ((x ^ k) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 29
+        return x & self.mask
+
+    def __call__(self, i: int) -> int:
+        x = i
+        while True:
+            left, right = x >> self.half, x & self.mask
+            for k in self.keys:
+                left, right = right, left ^ self._round(right, k)
+            x = (left << self.half) | right
+            if x < self.n:
+                return x
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One quota stratum: fixed column values and how many slots carry them."""
+
+    values: dict[str, Scalar]
+    count: int
+
+
+class Plan:
+    """Slots, strata, cycles and ranges of one recipe."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.name = recipe.name
+        self.seed = recipe.seed
+        self.size = recipe.size
+        self.part_size = recipe.output.part_size
+        self.cycles: dict[str, list[Any]] = dict(recipe.cycles)
+        self.cycle_len = len(next(iter(self.cycles.values()))) if self.cycles else 0
+        self.cells = self._allocate(recipe)
+        self._bounds = list(itertools.accumulate(c.count for c in self.cells))
+        self._perm = _Permutation(self.size, sub_seed(self.seed, "strata")) if self.cells else None
+
+    def _allocate(self, recipe: Recipe) -> list[Cell]:
+        if not recipe.quotas:
+            return []
+        axes = []
+        for col, weights in recipe.quotas.items():
+            total = sum(Fraction(w) for w in weights.values())
+            axes.append([(col, v, Fraction(w) / total) for v, w in weights.items()])
+        cells = list(itertools.product(*axes))
+        weights = []
+        for cell in cells:
+            w = Fraction(1)
+            for _, _, share in cell:
+                w *= share
+            weights.append(w)
+        counts = largest_remainder(self.size, weights)
+        return [Cell({col: v for col, v, _ in cell}, n) for cell, n in zip(cells, counts, strict=True)]
+
+    def stratum(self, slot: int) -> dict[str, Scalar]:
+        """Column values fixed by quotas for ``slot`` (empty without quotas)."""
+        if self._perm is None:
+            return {}
+        return self.cells[bisect_right(self._bounds, self._perm(slot))].values
+
+    def cycle(self, slot: int) -> tuple[int, dict[str, Any]] | None:
+        """``(cycle index, parameters)`` of ``slot``, or None when the recipe has no cycles."""
+        if not self.cycle_len:
+            return None
+        c = slot % self.cycle_len
+        return c, {k: v[c] for k, v in self.cycles.items()}
+
+    def shard_bounds(self, num_shards: int, shard_index: int) -> SlotRange:
+        """The contiguous slots of one shard; shards partition ``[0, size)``."""
+        return SlotRange(self.size * shard_index // num_shards, self.size * (shard_index + 1) // num_shards)
+
+    def ranges(self, num_shards: int = 1, shard_index: int = 0) -> Iterator[SlotRange]:
+        """The part ranges of one shard: the global ``part_size`` grid cut at the shard's bounds.
+
+        The grid is global, so shards that share a run dir never write overlapping parts.
+        """
+        lo, hi = self.shard_bounds(num_shards, shard_index)
+        start = lo
+        while start < hi:
+            end = min(hi, (start // self.part_size + 1) * self.part_size)
+            yield SlotRange(start, end)
+            start = end
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records of the plan."""
+        return {
+            "slots": self.size,
+            "part_size": self.part_size,
+            "quota_cells": [{"values": c.values, "count": c.count} for c in self.cells],
+            "cycles": self.cycles,
+        }

@@ -1,0 +1,26 @@
+"""What the engine tells a progress display; the CLI decides how to show it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def start(self, total_slots: int, done_slots: int, done_records: int) -> None: ...
+
+    def advance(self, slots: int, records: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NullProgress:
+    """Shows nothing (library use and tests)."""
+
+    def start(self, total_slots: int, done_slots: int, done_records: int) -> None:
+        pass
+
+    def advance(self, slots: int, records: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

@@ -1,0 +1,220 @@
+"""Running a recipe into a run dir: the one entry point every executor goes through.
+
+``execute`` checks the run dir (same recipe hash or empty), takes the shard's lock, finds the
+ranges without a committed part, hands them to an executor and logs what happened. Re-running the
+same command resumes; nothing is ever run twice into a committed part.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datamill
+from datamill.engine.commit import PartResult, committed_results, pending_ranges, remove_stale_temps
+from datamill.engine.executors import Executor, LocalExecutor, RangeJob
+from datamill.engine.plan import Plan
+from datamill.engine.progress import NullProgress, Progress
+from datamill.errors import RunDirError, UsageError
+from datamill.recipe import LoadedRecipe
+from datamill.store.rundir import RunDir, utc_now
+
+# Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
+FAILED_SHOWN = 5
+
+
+@dataclass
+class RunSummary:
+    """The state of one shard of a run after an invocation."""
+
+    recipe: str
+    recipe_hash: str
+    num_shards: int
+    shard_index: int
+    slots_total: int
+    slots_done: int = 0
+    slots_failed: int = 0
+    records: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    failed_examples: list[dict[str, Any]] = field(default_factory=list)
+    parts_resumed: int = 0
+    parts_run: int = 0
+    new_slots: int = 0
+    new_records: int = 0
+    seconds: float = 0.0
+    stopped: str = "completed"
+
+    @property
+    def slots_remaining(self) -> int:
+        return self.slots_total - self.slots_done - self.slots_failed
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.slots_failed or self.stopped != "completed" else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "recipe_hash": self.recipe_hash,
+            "shard": [self.shard_index, self.num_shards],
+            "slots_total": self.slots_total,
+            "slots_done": self.slots_done,
+            "slots_failed": self.slots_failed,
+            "slots_remaining": self.slots_remaining,
+            "records": self.records,
+            "dropped": self.dropped,
+            "parts_resumed": self.parts_resumed,
+            "parts_run": self.parts_run,
+            "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
+        }
+
+
+def check_shards(num_shards: int, shard_index: int) -> None:
+    if num_shards < 1:
+        raise UsageError(f"--num-shards: expected an integer >= 1, got {num_shards}")
+    if not 0 <= shard_index < num_shards:
+        raise UsageError(f"--shard-index: expected 0 <= index < {num_shards}, got {shard_index}")
+
+
+def manifest_for(loaded: LoadedRecipe, plan: Plan, recipe_text: str) -> dict[str, Any]:
+    return {
+        "datamill_version": datamill.__version__,
+        "recipe_hash": loaded.hash,
+        "recipe_name": loaded.recipe.name,
+        "recipe_file": loaded.file,
+        "recipe": loaded.recipe.model_dump(mode="json"),
+        "recipe_text": recipe_text,
+        "plan": plan.summary(),
+        "created": utc_now(),
+    }
+
+
+def open_run_dir(loaded: LoadedRecipe, out: str | Path) -> RunDir:
+    """Check that ``out`` is empty or holds this recipe's run; raise :class:`RunDirError` if not.
+
+    Writes nothing: the layout is created only once every check has passed.
+    """
+    run_dir = RunDir(out)
+    if run_dir.exists():
+        theirs = run_dir.manifest().get("recipe_hash")
+        if theirs != loaded.hash:
+            name = run_dir.manifest().get("recipe_name")
+            raise RunDirError(
+                f"{out}: holds a run of recipe {name!r} with hash {theirs}, but this recipe's hash is "
+                f"{loaded.hash} (recipe, size or seed differ); use another --out or remove the dir"
+            )
+    elif run_dir.path.exists():
+        if not run_dir.path.is_dir():
+            raise RunDirError(f"{out}: exists and is not a directory")
+        if any(run_dir.path.iterdir()):
+            raise RunDirError(f"{out}: exists, is not empty and is not a datamill run dir")
+    return run_dir
+
+
+@contextmanager
+def shard_lock(run_dir: RunDir, num_shards: int, shard_index: int) -> Iterator[None]:
+    """Hold this shard of the run dir for one process; a second runner is refused, not mixed in."""
+    path = run_dir.logs_dir / f"shard-{shard_index}-of-{num_shards}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"{run_dir.path}: shard {shard_index} of {num_shards} is being run by another process"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def summarize(summary: RunSummary, results: list[PartResult]) -> None:
+    dropped: Counter[str] = Counter()
+    summary.slots_done = summary.slots_failed = summary.records = 0
+    summary.failed_examples = []
+    for r in results:
+        summary.slots_done += r.slots_done
+        summary.slots_failed += len(r.failed)
+        summary.records += r.records
+        dropped.update(r.dropped)
+        room = FAILED_SHOWN - len(summary.failed_examples)
+        if room > 0:
+            summary.failed_examples.extend(r.failed[:room])
+    summary.dropped = dict(sorted(dropped.items()))
+
+
+def execute(
+    loaded: LoadedRecipe,
+    recipe_text: str,
+    out: str | Path,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run (or resume) one shard of ``loaded`` into ``out`` and return its summary."""
+    check_shards(num_shards, shard_index)
+    plan = Plan(loaded.recipe)
+    executor = executor or LocalExecutor(1)
+    progress = progress or NullProgress()
+    run_dir = open_run_dir(loaded, out)
+    run_dir.create(manifest_for(loaded, plan, recipe_text))
+    bounds = plan.shard_bounds(num_shards, shard_index)
+    summary = RunSummary(
+        loaded.recipe.name, loaded.hash, num_shards, shard_index, slots_total=len(bounds)
+    )
+    t0 = time.perf_counter()
+    with shard_lock(run_dir, num_shards, shard_index):
+        pending = pending_ranges(plan, run_dir, num_shards, shard_index)
+        remove_stale_temps(run_dir, pending)
+        results = committed_results(run_dir, bounds)
+        summary.parts_resumed = len(results)
+        summarize(summary, results)
+        run_dir.log_event(
+            "start",
+            pid=os.getpid(),
+            shard=[shard_index, num_shards],
+            recipe_hash=loaded.hash,
+            slots=len(bounds),
+            pending_ranges=len(pending),
+            pending_slots=sum(len(r) for r in pending),
+        )
+        progress.start(len(bounds), summary.slots_done + summary.slots_failed, summary.records)
+        job = RangeJob.for_run(loaded, recipe_text, str(run_dir.path))
+        try:
+            for res in executor.map(job, pending, progress.advance):
+                results.append(res)
+                summary.parts_run += 1
+                summary.new_slots += res.slots_done + len(res.failed)
+                summary.new_records += res.records
+                run_dir.log_event(
+                    "part",
+                    shard=[shard_index, num_shards],
+                    range=[res.start, res.end],
+                    records=res.records,
+                    slots_done=res.slots_done,
+                    slots_failed=len(res.failed),
+                    dropped=res.dropped,
+                )
+                for f in res.failed:
+                    run_dir.log_event("slot_failed", slot=f["slot"], reason=f["reason"])
+        except KeyboardInterrupt:
+            summary.stopped = "interrupted"
+            raise
+        finally:
+            progress.finish()
+            summary.seconds = time.perf_counter() - t0
+            results.sort(key=lambda r: r.start)
+            summarize(summary, results)
+            if summary.stopped == "completed" and summary.slots_remaining:
+                summary.stopped = "incomplete"
+            run_dir.log_event("stop", reason=summary.stopped, **summary.as_dict())
+    return summary

@@ -1,0 +1,90 @@
+"""``datamill status``: what a run dir holds and how fast it is filling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datamill.engine.commit import committed_results
+from datamill.engine.run import RunSummary, summarize
+from datamill.store.rundir import RunDir
+
+
+@dataclass
+class Status:
+    summary: RunSummary
+    parts: int
+    running_shards: list[str] = field(default_factory=list)
+    slots_per_s: float | None = None
+    records_per_s: float | None = None
+    eta_s: float | None = None
+    last_stop: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.summary.as_dict()
+        for k in ("shard", "parts_resumed", "parts_run", "seconds", "stopped"):
+            s.pop(k, None)
+        s.update(
+            parts=self.parts,
+            running_shards=self.running_shards,
+            slots_per_s=self.slots_per_s,
+            records_per_s=self.records_per_s,
+            eta_s=self.eta_s,
+            last_stop=self.last_stop,
+        )
+        return s
+
+
+def _ts(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _running(rd: RunDir) -> list[str]:
+    out = []
+    if not rd.logs_dir.is_dir():
+        return out
+    for p in sorted(rd.logs_dir.glob("shard-*.lock")):
+        fd = os.open(p, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            out.append(p.stem)
+        finally:
+            os.close(fd)
+    return out
+
+
+def run_status(path: str | Path) -> Status:
+    """Done and remaining slots of the whole plan, records, and the recent rate and ETA."""
+    rd = RunDir(path)
+    manifest = rd.manifest()
+    slots = int(manifest["plan"]["slots"])
+    results = committed_results(rd)
+    summary = RunSummary(manifest["recipe_name"], manifest["recipe_hash"], 1, 0, slots_total=slots)
+    summarize(summary, results)
+    status = Status(summary, parts=len(results), running_shards=_running(rd))
+    # Rate over the parts committed since the most recent start of each shard.
+    window: dict[str, list[float]] = {}  # shard -> [start, last commit, slots, records]
+    for ev in rd.events():
+        key, kind = str(ev.get("shard")), ev.get("event")
+        if kind == "start":
+            t = _ts(ev["ts"])
+            window[key] = [t, t, 0, 0]
+        elif kind == "part" and key in window:
+            w = window[key]
+            w[1] = _ts(ev["ts"])
+            w[2] += ev["slots_done"] + ev["slots_failed"]
+            w[3] += ev["records"]
+        elif kind == "stop":
+            status.last_stop = ev.get("reason")
+    seconds = max((w[1] - w[0] for w in window.values()), default=0.0)
+    if seconds > 0:
+        status.slots_per_s = sum(w[2] for w in window.values()) / seconds
+        status.records_per_s = sum(w[3] for w in window.values()) / seconds
+        if status.slots_per_s > 0:
+            status.eta_s = summary.slots_remaining / status.slots_per_s
+    return status

@@ -1,0 +1,200 @@
+"""Whole-recipe checks: column names, the column DAG, templates, generators, quotas, cycles.
+
+Each check raises :class:`RecipeError` through the recipe's locator, so the message points at
+the line that holds the mistake.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import jinja2.meta
+
+from datamill.recipe.model import (
+    COLUMN_PATTERN,
+    RESERVED_COLUMNS,
+    CategoricalSampler,
+    ConditionalSampler,
+    ExpressionColumn,
+    GeneratorColumn,
+    Recipe,
+    TemplateColumn,
+)
+
+if TYPE_CHECKING:
+    from datamill.recipe.loader import LoadedRecipe
+
+# Names a template or expression may use besides columns.
+CONTEXT_NAMES = frozenset({"params", "cycle", "slot"})
+
+JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def template_source(col: ExpressionColumn | TemplateColumn) -> str:
+    """The Jinja2 source a column renders (an expression becomes ``{{ expr }}``)."""
+    return "{{ " + col.expr + " }}" if isinstance(col, ExpressionColumn) else col.template
+
+
+def dependencies(recipe: Recipe, name: str) -> list[str]:
+    """Columns that column ``name`` reads, in declared order."""
+    col = recipe.columns[name]
+    names = list(recipe.columns)
+    if isinstance(col, ConditionalSampler):
+        return [col.on]
+    if isinstance(col, (ExpressionColumn, TemplateColumn)):
+        used = jinja2.meta.find_undeclared_variables(JINJA.parse(template_source(col)))
+        return [n for n in names if n in used]
+    if isinstance(col, GeneratorColumn):
+        if col.inputs is not None:
+            return list(col.inputs)
+        return [n for n in names[: names.index(name)] if not isinstance(recipe.columns[n], GeneratorColumn)]
+    return []
+
+
+def column_order(recipe: Recipe) -> list[str]:
+    """Columns in evaluation order: dependencies first, declared order otherwise."""
+    names = list(recipe.columns)
+    deps = {n: dependencies(recipe, n) for n in names}
+    done: set[str] = set()
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = next(n for n in names if n not in done and all(d in done for d in deps[n]))
+        order.append(ready)
+        done.add(ready)
+    return order
+
+
+def resolve_generator(spec: str, base_dir: Path) -> Any:
+    """Import ``module:function`` (or ``path/to/file.py:function``) and return the function."""
+    module_ref, func_name = spec.rsplit(":", 1)
+    if module_ref.endswith(".py") or "/" in module_ref:
+        path = (base_dir / module_ref).resolve()
+        if not path.is_file():
+            raise LookupError(f"no such file: {path}")
+        mod_name = "datamill_recipe_" + re.sub(r"\W", "_", str(path))
+        module = sys.modules.get(mod_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise LookupError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[mod_name] = module
+            loader_spec.loader.exec_module(module)
+    else:
+        try:
+            found = importlib.util.find_spec(module_ref)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise LookupError(f"no module named {module_ref!r}")
+        module = importlib.import_module(module_ref)
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise LookupError(f"{module_ref!r} has no function {func_name!r}")
+    return func
+
+
+def check_recipe(loaded: LoadedRecipe) -> None:
+    """Raise :class:`RecipeError` for the first whole-recipe mistake in ``loaded``."""
+    recipe, loc = loaded.recipe, loaded.locator
+    names = list(recipe.columns)
+    for name in names:
+        if not re.match(COLUMN_PATTERN, name):
+            raise loc.error(("columns", name), "expected a column name of letters, digits and _", at_key=True)
+        if name in RESERVED_COLUMNS:
+            raise loc.error(("columns", name), f"{name!r} is reserved; choose another column name", at_key=True)
+
+    known = ", ".join(names)
+    for name, col in recipe.columns.items():
+        where = ("columns", name)
+        if isinstance(col, (ExpressionColumn, TemplateColumn)):
+            field = "expr" if isinstance(col, ExpressionColumn) else "template"
+            try:
+                ast = JINJA.parse(template_source(col))
+            except jinja2.TemplateSyntaxError as exc:
+                raise loc.error((*where, field), f"invalid Jinja2 {field}: {exc.message}") from None
+            for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
+                if var not in recipe.columns and var not in CONTEXT_NAMES:
+                    raise loc.error((*where, field), f"unknown column {var!r}; expected one of: {known}")
+                if var == name:
+                    raise loc.error((*where, field), f"column {name!r} refers to itself")
+        elif isinstance(col, ConditionalSampler):
+            if col.on not in recipe.columns:
+                raise loc.error((*where, "on"), f"unknown column {col.on!r}; expected one of: {known}")
+            if col.on == name:
+                raise loc.error((*where, "on"), f"column {name!r} cannot be conditional on itself")
+            parent = recipe.columns[col.on]
+            if isinstance(parent, CategoricalSampler):
+                missing = [v for v in parent.values if v not in col.table]
+                if missing:
+                    raise loc.error((*where, "table"), f"expected a row for every value of {col.on!r}; missing {missing[0]!r}")
+                extra = [k for k in col.table if k not in parent.values]
+                if extra:
+                    raise loc.error((*where, "table", extra[0]), f"{extra[0]!r} is not a value of {col.on!r}", at_key=True)
+        elif isinstance(col, GeneratorColumn):
+            for i, dep in enumerate(col.inputs or []):
+                if dep not in recipe.columns:
+                    raise loc.error((*where, "inputs", i), f"unknown column {dep!r}; expected one of: {known}")
+            try:
+                resolve_generator(col.generator, loaded.base_dir)
+            except LookupError as exc:
+                raise loc.error((*where, "generator"), str(exc)) from None
+            except Exception as exc:  # importing user code can fail in any way
+                raise loc.error((*where, "generator"), f"cannot import: {type(exc).__name__}: {exc}") from None
+
+    _check_dag(loaded)
+    _check_quotas(loaded)
+    _check_cycles(loaded)
+
+
+def _check_dag(loaded: LoadedRecipe) -> None:
+    recipe = loaded.recipe
+    deps = {n: dependencies(recipe, n) for n in recipe.columns}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for d in deps[n]:
+            if state.get(d) == 1:
+                cycle = path[path.index(d) :] + [n, d] if d in path else [n, d]
+                raise loaded.locator.error(("columns", d), "dependency cycle: " + " -> ".join(cycle), at_key=True)
+            if d not in state:
+                visit(d, [*path, n])
+        state[n] = 2
+
+    for n in recipe.columns:
+        if n not in state:
+            visit(n, [])
+
+
+def _check_quotas(loaded: LoadedRecipe) -> None:
+    recipe, loc = loaded.recipe, loaded.locator
+    for col_name, weights in recipe.quotas.items():
+        col = recipe.columns.get(col_name)
+        if not isinstance(col, CategoricalSampler):
+            raise loc.error(("quotas", col_name), "expected the name of a categorical sampler column", at_key=True)
+        for value, w in weights.items():
+            if value not in col.values:
+                raise loc.error(("quotas", col_name, value), f"{value!r} is not a value of column {col_name!r}", at_key=True)
+            if w < 0:
+                raise loc.error(("quotas", col_name, value), f"expected a weight >= 0, got {w}")
+        if sum(weights.values()) <= 0:
+            raise loc.error(("quotas", col_name), "expected at least one weight > 0")
+
+
+def _check_cycles(loaded: LoadedRecipe) -> None:
+    recipe, loc = loaded.recipe, loaded.locator
+    lengths = {name: len(values) for name, values in recipe.cycles.items()}
+    for name, n in lengths.items():
+        if n == 0:
+            raise loc.error(("cycles", name), "expected at least one value")
+    if len(set(lengths.values())) > 1:
+        first, n0 = next(iter(lengths.items()))
+        name = next(k for k, v in lengths.items() if v != n0)
+        raise loc.error(("cycles", name), f"expected {n0} values, as in cycles.{first}; got {lengths[name]}")

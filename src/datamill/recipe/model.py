@@ -1,0 +1,235 @@
+"""Pydantic models of a recipe: what a recipe file may say, and nothing else.
+
+Shape checks live here (types, unknown keys, bounds on one field). Checks that need the whole
+recipe (the column DAG, templates, quotas against columns) live in :mod:`datamill.recipe.check`,
+so every error can still point at the line that caused it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+Scalar = str | int | float | bool
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_COLUMNS = frozenset({"sample_id", "slot", "params", "cycle"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _check_weights(weights: list[float]) -> list[float]:
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must be >= 0, got {weights}")
+    if sum(weights) <= 0:
+        raise ValueError("weights must not all be zero")
+    return weights
+
+
+def _scalar(v: Any, what: str) -> Scalar:
+    if isinstance(v, (str, int, float, bool)):
+        return v
+    raise ValueError(f"expected {what} to be a string, number or boolean, got {type(v).__name__}")
+
+
+class _ColumnBase(_Strict):
+    emit: bool = Field(True, description="write this column into records (false: a helper)")
+
+
+class CategoricalSampler(_ColumnBase):
+    """``{sampler: categorical, values: [..], weights: [..]}`` or ``values: {value: weight}``."""
+
+    sampler: Literal["categorical"]
+    values: Any
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _normalise(self) -> CategoricalSampler:
+        values = self.values
+        if isinstance(values, dict):
+            if self.weights is not None:
+                raise ValueError("give weights either in a values map or as a weights list, not both")
+            keys = [_scalar(k, "a value") for k in values]
+            weights = []
+            for k, w in values.items():
+                if isinstance(w, bool) or not isinstance(w, (int, float)):
+                    raise ValueError(f"values.{k}: expected a number weight, got {w!r}")
+                weights.append(float(w))
+            object.__setattr__(self, "values", keys)
+            object.__setattr__(self, "weights", _check_weights(weights))
+        elif isinstance(values, list):
+            if not values:
+                raise ValueError("values: expected at least one value")
+            object.__setattr__(self, "values", [_scalar(v, "each value") for v in values])
+            if self.weights is None:
+                object.__setattr__(self, "weights", [1.0] * len(values))
+            elif len(self.weights) != len(values):
+                raise ValueError(
+                    f"weights: expected {len(values)} weights (one per value), got {len(self.weights)}"
+                )
+            else:
+                _check_weights(self.weights)
+        else:
+            raise ValueError("values: expected a list of values or a {value: weight} map")
+        if len(set(map(repr, self.values))) != len(self.values):
+            raise ValueError("values: expected distinct values")
+        return self
+
+
+class IntegerSampler(_ColumnBase):
+    """``{sampler: integer, low, high}``: a uniform integer in [low, high], both included."""
+
+    sampler: Literal["integer"]
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntegerSampler:
+        if self.low > self.high:
+            raise ValueError(f"expected low <= high, got low={self.low} high={self.high}")
+        return self
+
+
+class UniformSampler(_ColumnBase):
+    """``{sampler: uniform, low, high}``: a uniform float in [low, high)."""
+
+    sampler: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> UniformSampler:
+        if self.low > self.high:
+            raise ValueError(f"expected low <= high, got low={self.low} high={self.high}")
+        return self
+
+
+class ConditionalSampler(_ColumnBase):
+    """``{sampler: conditional, on: column, table: {value: {choice: weight}}}``."""
+
+    sampler: Literal["conditional"]
+    on: str
+    table: dict[Scalar, dict[Scalar, float]]
+
+    @field_validator("table")
+    @classmethod
+    def _rows(cls, table: dict[Scalar, dict[Scalar, float]]) -> dict[Scalar, dict[Scalar, float]]:
+        if not table:
+            raise ValueError("expected at least one row")
+        for key, row in table.items():
+            if not row:
+                raise ValueError(f"{key}: expected at least one {{choice: weight}}")
+            _check_weights(list(row.values()))
+        return table
+
+
+class ExpressionColumn(_ColumnBase):
+    """``{expr: "a * 2"}``: a Jinja2 expression over earlier columns."""
+
+    expr: str = Field(min_length=1)
+
+
+class TemplateColumn(_ColumnBase):
+    """``{template: "Hello {{ name }}"}``: a Jinja2 template over earlier columns."""
+
+    template: str
+
+
+class GeneratorColumn(_ColumnBase):
+    """``{generator: module:function}``: Python that yields zero or more records per slot.
+
+    ``module`` is an importable module or a ``.py`` file relative to the recipe.
+    """
+
+    generator: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[str] | None = None
+
+
+_SAMPLERS = {"categorical", "integer", "uniform", "conditional"}
+_TAG_OF = {
+    "CategoricalSampler": "categorical",
+    "IntegerSampler": "integer",
+    "UniformSampler": "uniform",
+    "ConditionalSampler": "conditional",
+    "ExpressionColumn": "expr",
+    "TemplateColumn": "template",
+    "GeneratorColumn": "generator",
+}
+COLUMN_KINDS = ("sampler", "expr", "template", "generator")
+
+
+def _column_kind(v: Any) -> str | None:
+    if isinstance(v, _ColumnBase):  # serialising a validated model
+        return _TAG_OF[type(v).__name__]
+    if not isinstance(v, dict):
+        return None
+    present = [k for k in COLUMN_KINDS if k in v]
+    if len(present) != 1:
+        return None
+    kind = present[0]
+    if kind == "sampler":
+        return v["sampler"] if v["sampler"] in _SAMPLERS else None
+    return kind
+
+
+Column = Annotated[
+    Annotated[CategoricalSampler, Tag("categorical")]
+    | Annotated[IntegerSampler, Tag("integer")]
+    | Annotated[UniformSampler, Tag("uniform")]
+    | Annotated[ConditionalSampler, Tag("conditional")]
+    | Annotated[ExpressionColumn, Tag("expr")]
+    | Annotated[TemplateColumn, Tag("template")]
+    | Annotated[GeneratorColumn, Tag("generator")],
+    Discriminator(
+        _column_kind,
+        custom_error_type="column_kind",
+        custom_error_message=(
+            "expected a mapping with exactly one of sampler (categorical, integer, uniform, "
+            "conditional), expr, template or generator"
+        ),
+    ),
+]
+
+COLUMN_TAGS = frozenset(
+    {"categorical", "integer", "uniform", "conditional", "expr", "template", "generator"}
+)
+
+
+class Output(_Strict):
+    """Where records go: one file per committed part."""
+
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    compression: Literal["none", "zstd"] = "none"
+    part_size: int = Field(1000, ge=1, description="slots per part")
+
+
+class Recipe(_Strict):
+    """A dataset declaration, validated."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = "1"
+    seed: int = Field(0, ge=0)
+    size: int = Field(ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    columns: dict[str, Column] = Field(min_length=1)
+    quotas: dict[str, dict[Scalar, float]] = Field(default_factory=dict)
+    cycles: dict[str, list[Any]] = Field(default_factory=dict)
+    output: Output = Field(default_factory=Output)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
