@@ -61,10 +61,11 @@ def random_term(rng: random.Random, max_depth: int, max_size: int) -> Term:
                 return (gen(n - 1, d - 1, b + 1),)
         elif rand() < 0.3:
             return (gen(n - 1, d - 1, b + 1),)
-        # Application: split the remaining budget between function and argument.
+        # Application: split the remaining budget; a side with no binder in scope needs 2 nodes.
         rest = n - 1
-        left = 1 + int(rand() * (rest - 1)) if rest > 1 else 1
-        return (gen(left, d - 1, b), gen(max(1, rest - left), d - 1, b))
+        least = 1 if b > 0 else 2
+        left = least + int(rand() * (rest - 2 * least + 1))
+        return (gen(left, d - 1, b), gen(rest - left, d - 1, b))
 
     return gen(target, max_depth, 0)
 
