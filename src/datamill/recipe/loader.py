@@ -70,7 +70,9 @@ class Locator:
         for i, part in enumerate(loc):
             last = i == len(loc) - 1
             if isinstance(node, CommentedMap) and part in node:
-                pos = node.lc.key(part) if (last and at_key) else node.lc.value(part)
+                # A block mapping or list starts on the line after its key: point at the key.
+                nested = isinstance(node[part], (CommentedMap, CommentedSeq))
+                pos = node.lc.key(part) if (last and (at_key or nested)) else node.lc.value(part)
                 line, col = pos
                 node = node[part]
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
@@ -180,7 +182,8 @@ def load_text(text: str, file: str, base_dir: Path) -> LoadedRecipe:
     try:
         recipe = Recipe.model_validate(_plain(tree))
     except ValidationError as exc:
-        err = min(exc.errors(), key=lambda e: locator.position(locator.clean(e["loc"])))
+        # First error in file order; a missing field last, since a misspelt key often explains it.
+        err = min(exc.errors(), key=lambda e: (e["type"] == "missing", locator.position(locator.clean(e["loc"]))))
         raise locator.error(err["loc"], _message(err), at_key=err["type"] == "extra_forbidden") from None
     from datamill.recipe.check import check_recipe
 
