@@ -39,7 +39,7 @@ class _Parser:
     def parse(self) -> Node:
         node = self.term()
         if self.i != len(self.s):
-            raise ParseError(f"trailing text at {self.i}: {self.s[self.i:]!r}")
+            raise ParseError(f"trailing text at {self.i}: {self.s[self.i :]!r}")
         return node
 
     def peek(self) -> str:

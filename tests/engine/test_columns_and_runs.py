@@ -140,7 +140,20 @@ def test_merge_refuses_missing_shards_unless_partial(run_cli, tmp_path: Path) ->
 def test_merge_refuses_different_recipes(run_cli, tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     run_cli("run", "lambda-traces", "--size", "20", "--out", str(a), "--num-shards", "2", "--shard-index", "0")
-    run_cli("run", "lambda-traces", "--size", "20", "--seed", "1", "--out", str(b), "--num-shards", "2", "--shard-index", "1")
+    run_cli(
+        "run",
+        "lambda-traces",
+        "--size",
+        "20",
+        "--seed",
+        "1",
+        "--out",
+        str(b),
+        "--num-shards",
+        "2",
+        "--shard-index",
+        "1",
+    )
     res = run_cli("merge", str(a), str(b), "--out", str(tmp_path / "m.jsonl"))
     assert res.returncode == 2 and "different recipes" in res.stderr
 
@@ -164,7 +177,10 @@ def test_plan_recipes_and_cat_order(run_cli, tmp_path: Path) -> None:
     assert "shard 0   slots [0, 1,250)" in plan and "shard 1   slots [1,250, 2,500)" in plan
     out = tmp_path / "run"
     run_cli("run", "lambda-traces", "--size", "2500", "--out", str(out), "--workers", "2")
-    keys = [tuple(map(int, orjson.loads(x)["sample_id"].split(":")[2:])) for x in run_cli("cat", str(out)).stdout.splitlines()]
+    keys = [
+        tuple(map(int, orjson.loads(x)["sample_id"].split(":")[2:]))
+        for x in run_cli("cat", str(out)).stdout.splitlines()
+    ]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from conftest import cli_env
 
 RECIPE = """
@@ -37,8 +38,19 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_run(recipe: Path, out: Path, workers: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(out), "--workers", str(workers),
-         "--progress", "none"],
+        [
+            sys.executable,
+            "-m",
+            "datamill",
+            "run",
+            str(recipe),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+            "--progress",
+            "none",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=cli_env(),
@@ -68,7 +80,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(
     total_parts = 40
     # Kill points: one during start-up, the rest after a random number of committed parts plus a
     # random few milliseconds, so kills land before, during and right after part commits.
-    targets = [0] + sorted(rnd.sample(range(1, total_parts - 2), 6))
+    targets = [0, *sorted(rnd.sample(range(1, total_parts - 2), 6))]
     kills = []
     for target in targets:
         proc = start_run(recipe, out, workers)

@@ -27,7 +27,9 @@ def baseline(run_cli, tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def test_two_workers_match_one(run_cli, baseline: bytes, tmp_path: Path) -> None:
-    res = run_cli("run", "lambda-traces", "--size", SIZE, "--seed", "3", "--out", str(tmp_path / "w2"), "--workers", "2")
+    res = run_cli(
+        "run", "lambda-traces", "--size", SIZE, "--seed", "3", "--out", str(tmp_path / "w2"), "--workers", "2"
+    )
     assert res.returncode == 0, res.stderr
     assert merged(run_cli, [tmp_path / "w2"], tmp_path / "m.jsonl") == baseline
 
@@ -37,8 +39,20 @@ def test_four_shards_merged_match_one_shard(run_cli, baseline: bytes, tmp_path: 
     for s in range(4):
         d = tmp_path / f"shard{s}"
         res = run_cli(
-            "run", "lambda-traces", "--size", SIZE, "--seed", "3", "--out", str(d),
-            "--num-shards", "4", "--shard-index", str(s), "--workers", "2",
+            "run",
+            "lambda-traces",
+            "--size",
+            SIZE,
+            "--seed",
+            "3",
+            "--out",
+            str(d),
+            "--num-shards",
+            "4",
+            "--shard-index",
+            str(s),
+            "--workers",
+            "2",
         )
         assert res.returncode == 0, res.stderr
         dirs.append(d)
@@ -50,7 +64,18 @@ def test_shards_in_one_run_dir_match(run_cli, baseline: bytes, tmp_path: Path) -
     d = tmp_path / "shared"
     for s in (1, 0, 2):
         res = run_cli(
-            "run", "lambda-traces", "--size", SIZE, "--seed", "3", "--out", str(d), "--num-shards", "3", "--shard-index", str(s)
+            "run",
+            "lambda-traces",
+            "--size",
+            SIZE,
+            "--seed",
+            "3",
+            "--out",
+            str(d),
+            "--num-shards",
+            "3",
+            "--shard-index",
+            str(s),
         )
         assert res.returncode == 0, res.stderr
     assert merged(run_cli, [d], tmp_path / "m.jsonl") == baseline

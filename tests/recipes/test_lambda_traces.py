@@ -7,6 +7,7 @@ hypothesis-made terms.
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 from collections import defaultdict
@@ -169,7 +170,7 @@ def test_every_record_is_a_correct_normal_order_step(records: list[dict]) -> Non
         assert {s["steps_total"] for s in steps} == {len(steps) - 1}
         assert len({s["normal_form"] for s in steps}) == 1
         assert len({orjson.dumps(s["meta"]["seed"]) for s in steps}) == 1
-        for a, b in zip(steps, steps[1:], strict=False):
+        for a, b in itertools.pairwise(steps):
             assert a["next_term"] == b["term"]
         start = ref.to_tuple(ref.parse(steps[0]["term"]))
         nf = ref.normalize(start, max_steps=len(steps))

@@ -103,7 +103,9 @@ def _bare_worker(args: tuple[LoadedRecipe, int, int, str]) -> int:
 
 def bench_bare(loaded: LoadedRecipe, workers: int, tmp: Path) -> BenchResult:
     size = loaded.recipe.size
-    chunks = [(loaded, size * w // workers, size * (w + 1) // workers, str(tmp / f"bare-{w}.jsonl")) for w in range(workers)]
+    chunks = [
+        (loaded, size * w // workers, size * (w + 1) // workers, str(tmp / f"bare-{w}.jsonl")) for w in range(workers)
+    ]
     t0 = time.perf_counter()
     if workers == 1:
         records = _bare_worker(chunks[0])

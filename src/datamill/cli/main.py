@@ -57,7 +57,9 @@ def _param(text: str) -> tuple[str, Any]:
     return key.replace("-", "_"), value
 
 
-def load_recipe(ref: str, size: int | None = None, seed: int | None = None, params: list[tuple[str, Any]] | None = None):  # type: ignore[no-untyped-def]
+def load_recipe(
+    ref: str, size: int | None = None, seed: int | None = None, params: list[tuple[str, Any]] | None = None
+):  # type: ignore[no-untyped-def]
     """A recipe file or a built-in name -> (loaded recipe with overrides, its text)."""
     from datamill.recipe import load_file
     from datamill.recipes import BUILTINS, builtin_path
@@ -136,7 +138,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from datamill.engine.run import check_shards
 
     check_shards(args.num_shards, args.shard_index)
-    label = loaded.recipe.name if args.num_shards == 1 else f"{loaded.recipe.name} [shard {args.shard_index}/{args.num_shards}]"
+    label = (
+        loaded.recipe.name
+        if args.num_shards == 1
+        else f"{loaded.recipe.name} [shard {args.shard_index}/{args.num_shards}]"
+    )
     summary = execute(
         loaded,
         text,
@@ -148,7 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     s = summary
     rate = s.new_records / s.seconds if s.seconds > 0 else 0.0
-    print(f"{s.recipe}: {s.slots_done:,}/{s.slots_total:,} slots done, {s.slots_failed:,} failed, {s.records:,} records")
+    print(
+        f"{s.recipe}: {s.slots_done:,}/{s.slots_total:,} slots done, {s.slots_failed:,} failed, {s.records:,} records"
+    )
     if s.dropped:
         total = sum(s.dropped.values())
         why = ", ".join(f"{k} {v:,}" for k, v in s.dropped.items())
@@ -160,7 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for f in s.failed_examples:
         print(f"failed slot {f['slot']}: {f['reason']}")
     if s.slots_failed > len(s.failed_examples):
-        print(f"... and {s.slots_failed - len(s.failed_examples):,} more failed slots in {Path(args.out) / 'logs/run.jsonl'}")
+        print(
+            f"... and {s.slots_failed - len(s.failed_examples):,} more failed slots "
+            f"in {Path(args.out) / 'logs/run.jsonl'}"
+        )
     print(f"out: {args.out}")
     return s.exit_code
 
@@ -176,7 +187,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     s = st.summary
     pct = 100.0 * (s.slots_done + s.slots_failed) / s.slots_total if s.slots_total else 100.0
     print(f"recipe     {s.recipe} ({s.recipe_hash})")
-    print(f"slots      {s.slots_done:,} done, {s.slots_failed:,} failed, {s.slots_remaining:,} remaining of {s.slots_total:,} ({pct:.1f}%)")
+    print(
+        f"slots      {s.slots_done:,} done, {s.slots_failed:,} failed, "
+        f"{s.slots_remaining:,} remaining of {s.slots_total:,} ({pct:.1f}%)"
+    )
     print(f"records    {s.records:,} in {st.parts:,} parts")
     if s.dropped:
         print("dropped    " + ", ".join(f"{k} {v:,}" for k, v in s.dropped.items()))
@@ -207,7 +221,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from datamill.store import merge
 
     stats = merge(args.dirs, args.out, allow_partial=args.allow_partial)
-    print(f"merged {stats.records:,} records from {stats.parts:,} parts ({stats.slots_covered:,}/{stats.slots_planned:,} slots) into {args.out}")
+    print(
+        f"merged {stats.records:,} records from {stats.parts:,} parts "
+        f"({stats.slots_covered:,}/{stats.slots_planned:,} slots) into {args.out}"
+    )
     return 0
 
 
@@ -217,8 +234,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_lambda_bench(args.size, args.workers, seed=args.seed, keep=args.keep)
     d, b = result["datamill"], result["bare"]
     print(f"lambda-traces: {args.size:,} slots, {args.workers} workers, {result['cpus']} cpus")
-    print(f"  datamill  {d['records']:>12,} records  {d['seconds']:>8.2f}s  {d['records_per_s']:>10,.0f} records/s  peak RSS {d['peak_rss_mb']:.0f} MB")
-    print(f"  bare      {b['records']:>12,} records  {b['seconds']:>8.2f}s  {b['records_per_s']:>10,.0f} records/s  peak RSS {b['peak_rss_mb']:.0f} MB")
+    for label, r in (("datamill", d), ("bare", b)):
+        print(
+            f"  {label:<9} {r['records']:>12,} records  {r['seconds']:>8.2f}s  "
+            f"{r['records_per_s']:>10,.0f} records/s  peak RSS {r['peak_rss_mb']:.0f} MB"
+        )
     print(f"  ratio datamill/bare: {result['ratio']}")
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
@@ -234,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("recipe", help="recipe YAML file or built-in name (see `datamill recipes`)")
         sp.add_argument("--size", type=_positive, help="number of slots (overrides the recipe)")
         sp.add_argument("--seed", type=_non_negative, help="recipe seed (overrides the recipe)")
-        sp.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE", help="override a recipe parameter")
+        sp.add_argument(
+            "--param", type=_param, action="append", metavar="KEY=VALUE", help="override a recipe parameter"
+        )
 
     sp = sub.add_parser("recipes", help="list built-in recipes")
     sp.set_defaults(fn=cmd_recipes)

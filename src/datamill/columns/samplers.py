@@ -45,9 +45,7 @@ class Conditional(Column):
     def __init__(self, name: str, spec: ConditionalSampler) -> None:
         super().__init__(name, spec.emit)
         self.on = spec.on
-        self.table = {
-            key: (list(row), list(itertools.accumulate(row.values()))) for key, row in spec.table.items()
-        }
+        self.table = {key: (list(row), list(itertools.accumulate(row.values()))) for key, row in spec.table.items()}
 
     def evaluate_row(self, state: SlotState, row: dict[str, Any], rng: random.Random) -> Any:
         key = row[self.on]

@@ -106,13 +106,13 @@ class Plan:
             total = sum(Fraction(w) for w in weights.values())
             axes.append([(col, v, Fraction(w) / total) for v, w in weights.items()])
         cells = list(itertools.product(*axes))
-        weights = []
+        cell_weights = []
         for cell in cells:
             w = Fraction(1)
             for _, _, share in cell:
                 w *= share
-            weights.append(w)
-        counts = largest_remainder(self.size, weights)
+            cell_weights.append(w)
+        counts = largest_remainder(self.size, cell_weights)
         return [Cell({col: v for col, v, _ in cell}, n) for cell, n in zip(cells, counts, strict=True)]
 
     def stratum(self, slot: int) -> dict[str, Scalar]:

@@ -168,9 +168,7 @@ def execute(
     run_dir = open_run_dir(loaded, out)
     run_dir.create(manifest_for(loaded, plan, recipe_text))
     bounds = plan.shard_bounds(num_shards, shard_index)
-    summary = RunSummary(
-        loaded.recipe.name, loaded.hash, num_shards, shard_index, slots_total=len(bounds)
-    )
+    summary = RunSummary(loaded.recipe.name, loaded.hash, num_shards, shard_index, slots_total=len(bounds))
     t0 = time.perf_counter()
     with shard_lock(run_dir, num_shards, shard_index):
         pending = pending_ranges(plan, run_dir, num_shards, shard_index)

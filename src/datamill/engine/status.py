@@ -44,7 +44,7 @@ def _ts(value: str) -> float:
 
 
 def _running(rd: RunDir) -> list[str]:
-    out = []
+    out: list[str] = []
     if not rd.logs_dir.is_dir():
         return out
     for p in sorted(rd.logs_dir.glob("shard-*.lock")):

@@ -133,10 +133,14 @@ def check_recipe(loaded: LoadedRecipe) -> None:
             if isinstance(parent, CategoricalSampler):
                 missing = [v for v in parent.values if v not in col.table]
                 if missing:
-                    raise loc.error((*where, "table"), f"expected a row for every value of {col.on!r}; missing {missing[0]!r}")
+                    raise loc.error(
+                        (*where, "table"), f"expected a row for every value of {col.on!r}; missing {missing[0]!r}"
+                    )
                 extra = [k for k in col.table if k not in parent.values]
                 if extra:
-                    raise loc.error((*where, "table", extra[0]), f"{extra[0]!r} is not a value of {col.on!r}", at_key=True)
+                    raise loc.error(
+                        (*where, "table", extra[0]), f"{extra[0]!r} is not a value of {col.on!r}", at_key=True
+                    )
         elif isinstance(col, GeneratorColumn):
             for i, dep in enumerate(col.inputs or []):
                 if dep not in recipe.columns:
@@ -162,7 +166,7 @@ def _check_dag(loaded: LoadedRecipe) -> None:
         state[n] = 1
         for d in deps[n]:
             if state.get(d) == 1:
-                cycle = path[path.index(d) :] + [n, d] if d in path else [n, d]
+                cycle = [*path[path.index(d) :], n, d] if d in path else [n, d]
                 raise loaded.locator.error(("columns", d), "dependency cycle: " + " -> ".join(cycle), at_key=True)
             if d not in state:
                 visit(d, [*path, n])
@@ -181,7 +185,9 @@ def _check_quotas(loaded: LoadedRecipe) -> None:
             raise loc.error(("quotas", col_name), "expected the name of a categorical sampler column", at_key=True)
         for value, w in weights.items():
             if value not in col.values:
-                raise loc.error(("quotas", col_name, value), f"{value!r} is not a value of column {col_name!r}", at_key=True)
+                raise loc.error(
+                    ("quotas", col_name, value), f"{value!r} is not a value of column {col_name!r}", at_key=True
+                )
             if w < 0:
                 raise loc.error(("quotas", col_name, value), f"expected a weight >= 0, got {w}")
         if sum(weights.values()) <= 0:

@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from datamill.errors import RecipeError, UsageError
 from datamill.recipe.model import COLUMN_TAGS, Recipe
 
-Loc = Sequence[str | int]
+Loc = Sequence[Any]  # field names, list indices, and YAML keys of any scalar type
 
 # Bumped when the meaning of a recipe changes in a way that changes its output.
 RECIPE_HASH_VERSION = "1"
@@ -49,10 +49,9 @@ class Locator:
         node = self.tree
         out: list[str | int] = []
         for part in loc:
-            if isinstance(node, CommentedMap) and part in node:
-                out.append(part)
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            in_map = isinstance(node, CommentedMap) and part in node
+            in_seq = isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node)
+            if in_map or in_seq:
                 out.append(part)
                 node = node[part]
             elif isinstance(part, str) and (part in COLUMN_TAGS or "[" in part or part.startswith("function-")):
@@ -105,7 +104,7 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return "unknown key"

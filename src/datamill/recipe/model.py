@@ -76,9 +76,7 @@ class CategoricalSampler(_ColumnBase):
             if self.weights is None:
                 object.__setattr__(self, "weights", [1.0] * len(values))
             elif len(self.weights) != len(values):
-                raise ValueError(
-                    f"weights: expected {len(values)} weights (one per value), got {len(self.weights)}"
-                )
+                raise ValueError(f"weights: expected {len(values)} weights (one per value), got {len(self.weights)}")
             else:
                 _check_weights(self.weights)
         else:
@@ -203,9 +201,7 @@ Column = Annotated[
     ),
 ]
 
-COLUMN_TAGS = frozenset(
-    {"categorical", "integer", "uniform", "conditional", "expr", "template", "generator"}
-)
+COLUMN_TAGS = frozenset({"categorical", "integer", "uniform", "conditional", "expr", "template", "generator"})
 
 
 class Output(_Strict):
@@ -227,7 +223,7 @@ class Recipe(_Strict):
     columns: dict[str, Column] = Field(min_length=1)
     quotas: dict[str, dict[Scalar, float]] = Field(default_factory=dict)
     cycles: dict[str, list[Any]] = Field(default_factory=dict)
-    output: Output = Field(default_factory=Output)
+    output: Output = Field(default_factory=lambda: Output.model_validate({}))
 
     @field_validator("version", mode="before")
     @classmethod

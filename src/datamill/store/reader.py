@@ -5,6 +5,7 @@ Quality tools and users read datasets through here, never through the engine.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def ordered_parts(dirs: Sequence[str | Path]) -> tuple[list[Part], int, str]:
         listing = ", ".join(f"{d}={h}" for d, h in hashes.items())
         raise InputError(f"merge: run dirs come from different recipes (recipe hashes {listing})")
     parts.sort(key=lambda p: (p.start, p.end))
-    for a, b in zip(parts, parts[1:], strict=False):
+    for a, b in itertools.pairwise(parts):
         if b.start < a.end:
             first = next(iter_lines(b.path), None)
             sid = orjson.loads(first)["sample_id"] if first else f"slot {b.start}"

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Union
+from typing import Any
 
-Term = Union[int, tuple]  # noqa: UP007 - the recursive shape is documented above
+# int | tuple[Term] | tuple[Term, Term]; typed loosely because the hot loops branch on
+# type() and len(), which mypy cannot narrow.
+Term = Any
 
 _LAMBDA = "\\."
 
