@@ -138,3 +138,26 @@ def test_other_recipe_hash_is_refused(run_cli, recipe: Path, tmp_path: Path) -> 
     assert res.returncode == 2
     assert "hash" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in (out / "parts").iterdir()) == before
+
+
+def test_sigterm_stops_cleanly_and_logs_it(run_cli, recipe: Path, uninterrupted: bytes, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    deadline = time.monotonic() + 60
+    while committed(out) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert "re-run the same command to resume" in err
+    events = [orjson.loads(x) for x in (out / "logs" / "run.jsonl").read_bytes().splitlines()]
+    assert events[-1]["event"] == "stop" and events[-1]["reason"] == "interrupted"
+    assert run_cli("run", str(recipe), "--out", str(out)).returncode == 0
+    assert run_cli("cat", str(out)).stdout.encode() == uninterrupted

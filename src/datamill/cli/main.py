@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -131,8 +132,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from datamill.engine import LocalExecutor, execute
+
+    # A polite kill stops like Ctrl-C: workers end, the stop is logged, committed parts stay.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
     loaded, text = load_recipe(args.recipe, args.size, args.seed, args.param)
     from datamill.engine.run import check_shards
@@ -269,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run (or resume) a recipe into a run dir")
     recipe_args(sp)
     sp.add_argument("--out", required=True, help="run dir (re-running resumes)")
-    sp.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    sp.add_argument(
+        "--workers", type=_positive, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)"
+    )
     sp.add_argument("--num-shards", type=_positive, default=1)
     sp.add_argument("--shard-index", type=_non_negative, default=0)
     sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,6 +29,9 @@ def _die_with_parent() -> None:
 def _init_worker(job: RangeJob, counter: Any) -> None:
     global _worker_job, _worker_counter
     _die_with_parent()
+    # The parent owns Ctrl-C and SIGTERM: it stops the pool, and workers just end (no tracebacks).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     _worker_job, _worker_counter = job, counter
     job.runner()  # compile once, before the first range
