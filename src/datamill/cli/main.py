@@ -159,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard_index=args.shard_index,
         executor=LocalExecutor(args.workers),
         progress=_progress(args.progress, label),
+        use_cache=not args.no_cache,
     )
     s = summary
     rate = s.new_records / s.seconds if s.seconds > 0 else 0.0
@@ -180,8 +181,65 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"... and {s.slots_failed - len(s.failed_examples):,} more failed slots "
             f"in {Path(args.out) / 'logs/run.jsonl'}"
         )
+    if s.stopped == "budget":
+        print(f"stopped: {s.stop_detail}; committed parts are kept, re-run with a larger budget to resume")
+    _print_telemetry(Path(args.out), write=True)
     print(f"out: {args.out}")
     return s.exit_code
+
+
+def _print_telemetry(run_dir: Path, write: bool = False, full: bool = False) -> dict[str, Any] | None:
+    """The LLM summary of a run dir (from logs/attempts.jsonl), printed; None without LLM attempts."""
+    from datamill.llm.telemetry import read_attempts, summarize
+    from datamill.store import atomic
+
+    rows = list(read_attempts(run_dir / "logs" / "attempts.jsonl"))
+    if not rows:
+        return None
+    t = summarize(rows)
+    if write:
+        atomic.write_bytes(run_dir / "reports" / "telemetry.json", orjson.dumps(t, option=orjson.OPT_INDENT_2))
+    lat = t["latency_ms"]
+    c = t["counts"]
+    ips = "?" if t["items_per_s"] is None else f"{t['items_per_s']:,.1f}"
+
+    def ms(v: float | None) -> str:
+        return "?" if v is None else f"{v:,.0f}"
+
+    print(
+        f"llm: {t['attempts']:,} attempts, {c['success']:,} answered ({t['cache_hits']:,} from cache), "
+        f"{c['retry']:,} retries, {c['failed']:,} failed; {ips} items/s; "
+        f"latency p50/p95/p99 {ms(lat['p50'])}/{ms(lat['p95'])}/{ms(lat['p99'])} ms"
+    )
+    print(
+        f"llm tokens: {t['prompt_tokens']:,} prompt sent ({t['prompt_tokens_unpacked']:,} unpacked), "
+        f"{t['completion_tokens']:,} completion; cost ${t['cost_usd']:.4f}"
+    )
+    if t["repairs"] or full:
+        print("llm repairs: " + (", ".join(f"{k} {v:,}" for k, v in t["repairs"].items()) or "none"))
+    if t["failure_reasons"] or full:
+        print("llm errors: " + (", ".join(f"{k} {v:,}" for k, v in t["failure_reasons"].items()) or "none"))
+    if t["trimmed_prompts"]:
+        print(f"llm trimmed prompts: {t['trimmed_prompts']:,}")
+    flags = t["drift"]["flags"]
+    if flags or full:
+        print("llm drift: " + (", ".join(flags) or "none (first vs last window)"))
+    return t
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datamill.store import RunDir
+
+    rd = RunDir(args.dir)
+    rd.manifest()
+    if args.telemetry:
+        t = _print_telemetry(rd.path, write=True, full=True)
+        if t is None:
+            print(f"{args.dir}: no LLM attempts logged")
+        elif args.json:
+            print(orjson.dumps(t, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    raise UsageError("report: only --telemetry is available so far")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -253,6 +311,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if result["same_records"] else 1
 
 
+def cmd_serve_fake(args: argparse.Namespace) -> int:
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise UsageError(f"--host: the fake server listens on loopback only, got {args.host}")
+    if not 0.0 <= args.fault_rate <= 1.0:
+        raise UsageError(f"--fault-rate: expected a share in [0, 1], got {args.fault_rate}")
+    from datamill.bench.fake_server import FakeServer, serve
+
+    server = FakeServer(
+        args.latency_ms, args.fault_rate, args.seed, args.timeout_sleep_s, args.echo_auth, tuple(args.reject_format)
+    )
+    serve(args.host, args.port, server)
+    return 0
+
+
+def cmd_bench_llm(args: argparse.Namespace) -> int:
+    from datamill.bench.llm_bench import print_llm_bench, run_llm_bench
+
+    result = run_llm_bench(args.n, args.concurrency, args.latency_ms, repeat=args.repeat)
+    print_llm_bench(result)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="datamill", description="Synthetic datasets at any size, reproducibly.")
     p.add_argument("--version", action="version", version=f"datamill {__version__}")
@@ -283,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--num-shards", type=_positive, default=1)
     sp.add_argument("--shard-index", type=_non_negative, default=0)
     sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
+    sp.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("status", help="done/remaining slots, records, rate and ETA of a run dir")
@@ -300,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allow-partial", action="store_true", help="merge even if slots have no part")
     sp.set_defaults(fn=cmd_merge)
 
+    sp = sub.add_parser("report", help="reports on a run dir")
+    sp.add_argument("dir")
+    sp.add_argument("--telemetry", action="store_true", help="the LLM telemetry summary and drift flags")
+    sp.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    sp.set_defaults(fn=cmd_report)
+
     sp = sub.add_parser("bench", help="benchmarks against the bare floor")
     bsub = sp.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     bp = bsub.add_parser("lambda", help="lambda-traces records/s and peak RSS vs a bare generator loop")
@@ -309,6 +398,26 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--keep", help="keep the datamill run dir here")
     bp.add_argument("--json", help="also write the result as JSON to this file")
     bp.set_defaults(fn=cmd_bench)
+    fp = bsub.add_parser("serve-fake", help="a fake OpenAI-compatible server (loopback) for tests and benchmarks")
+    fp.add_argument("--host", default="127.0.0.1")
+    fp.add_argument("--port", type=_non_negative, default=8900, help="0 picks a free port")
+    fp.add_argument("--latency-ms", type=float, default=0.0)
+    fp.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail, over every kind")
+    fp.add_argument("--timeout-sleep-s", type=float, default=5.0, help="how long a 'timeout' fault stalls")
+    fp.add_argument("--seed", type=int, default=0)
+    fp.add_argument("--echo-auth", action="store_true", help="echo the Authorization header in every body")
+    fp.add_argument(
+        "--reject-format", action="append", default=[], choices=["json_schema", "json_object"],
+        help="answer 400 to this response_format type (repeatable)",
+    )  # fmt: skip
+    fp.set_defaults(fn=cmd_serve_fake)
+    lp = bsub.add_parser("llm", help="datamill vs raw aiohttp against the fake server, items/s ratio")
+    lp.add_argument("--n", type=_positive, default=1000)
+    lp.add_argument("--concurrency", type=_positive, default=64)
+    lp.add_argument("--latency-ms", type=float, default=200.0)
+    lp.add_argument("--repeat", type=_positive, default=1, help="alternate the two measurements this many times")
+    lp.add_argument("--json", help="also write the result as JSON to this file")
+    lp.set_defaults(fn=cmd_bench_llm)
     return p
 
 

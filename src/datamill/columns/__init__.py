@@ -7,21 +7,23 @@ from datamill.columns.expressions import Expression, Template
 from datamill.columns.generators import Generator, GeneratorContext
 from datamill.columns.samplers import Categorical, Conditional, Integer, Uniform
 from datamill.recipe import LoadedRecipe, column_order
-from datamill.recipe.check import dependencies
+from datamill.columns.llm import LLM, RunContext
+from datamill.recipe.check import column_model, dependencies, resolve_schema
 from datamill.recipe.model import (
     CategoricalSampler,
     ConditionalSampler,
     ExpressionColumn,
     GeneratorColumn,
     IntegerSampler,
+    LLMColumn,
     TemplateColumn,
     UniformSampler,
 )
 
-__all__ = ["Column", "GeneratorContext", "SlotState", "build_columns"]
+__all__ = ["Column", "GeneratorContext", "RunContext", "SlotState", "build_columns"]
 
 
-def build_columns(loaded: LoadedRecipe) -> list[Column]:
+def build_columns(loaded: LoadedRecipe, ctx: RunContext | None = None) -> list[Column]:
     """The recipe's columns, ready to evaluate, in dependency order."""
     recipe = loaded.recipe
     out: list[Column] = []
@@ -42,6 +44,9 @@ def build_columns(loaded: LoadedRecipe) -> list[Column]:
             col = Template(name, spec)
         elif isinstance(spec, GeneratorColumn):
             col = Generator(name, spec, loaded.base_dir, dependencies(recipe, name))
+        elif isinstance(spec, LLMColumn):
+            schema = resolve_schema(spec.llm.schema_, loaded.base_dir)
+            col = LLM(name, spec, column_model(recipe, spec), schema, ctx)
         else:  # pragma: no cover - the model admits no other kind
             raise TypeError(f"unknown column kind {type(spec).__name__}")
         out.append(col)

@@ -64,6 +64,9 @@ class Column(ABC):
         for row in state.rows:
             row[self.name] = self.evaluate_row(state, row, rng)
 
+    def close(self) -> None:
+        """Release what the column holds (connections, event loops); the default holds nothing."""
+
     @abstractmethod
     def evaluate_row(self, state: SlotState, row: dict[str, Any], rng: random.Random) -> Any:
         """The value of this column for one row of a slot."""

@@ -23,8 +23,6 @@ from datamill.store import atomic
 from datamill.store.formats import dumps_line, open_sink, suffix
 from datamill.store.rundir import PART_RE, RunDir, part_stem
 
-BATCH_SLOTS = 64
-
 
 @dataclass
 class PartResult:
@@ -105,8 +103,9 @@ def run_range(
     try:
         with open(tmp, "wb") as f:
             sink = open_sink(f, out.format, out.compression)
-            for lo in range(rng.start, rng.end, BATCH_SLOTS):
-                slots = range(lo, min(rng.end, lo + BATCH_SLOTS))
+            step = runner.batch_slots
+            for lo in range(rng.start, rng.end, step):
+                slots = range(lo, min(rng.end, lo + step))
                 n_rec = 0
                 for outcome in runner.run(slots):
                     if outcome.failed is not None:

@@ -7,13 +7,14 @@ its index on demand, so a plan of 10^12 slots costs the same memory as one of 10
 from __future__ import annotations
 
 import itertools
+import math
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from datamill.recipe.model import Recipe, Scalar
+from datamill.recipe.model import LLMColumn, Recipe, Scalar
 from datamill.seeds import sub_seed
 
 
@@ -95,6 +96,11 @@ class Plan:
         self.cycles: dict[str, list[Any]] = dict(recipe.cycles)
         self.cycle_len = len(next(iter(self.cycles.values()))) if self.cycles else 0
         self.cells = self._allocate(recipe)
+        # Packed LLM columns group slots by slot // k: shard bounds respect that grid.
+        self.align = 1
+        for col in recipe.columns.values():
+            if isinstance(col, LLMColumn):
+                self.align = math.lcm(self.align, col.llm.pack)
         self._bounds = list(itertools.accumulate(c.count for c in self.cells))
         self._perm = _Permutation(self.size, sub_seed(self.seed, "strata")) if self.cells else None
 
@@ -129,8 +135,15 @@ class Plan:
         return c, {k: v[c] for k, v in self.cycles.items()}
 
     def shard_bounds(self, num_shards: int, shard_index: int) -> SlotRange:
-        """The contiguous slots of one shard; shards partition ``[0, size)``."""
-        return SlotRange(self.size * shard_index // num_shards, self.size * (shard_index + 1) // num_shards)
+        """The contiguous slots of one shard; shards partition ``[0, size)``.
+
+        Bounds are rounded down to multiples of ``align`` (the LLM pack grid), the last one is ``size``.
+        """
+
+        def bound(s: int) -> int:
+            return self.size if s >= num_shards else (self.size * s // num_shards) // self.align * self.align
+
+        return SlotRange(bound(shard_index), bound(shard_index + 1))
 
     def ranges(self, num_shards: int = 1, shard_index: int = 0) -> Iterator[SlotRange]:
         """The part ranges of one shard: the global ``part_size`` grid cut at the shard's bounds.

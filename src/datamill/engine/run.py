@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from datamill.engine.executors import Executor, LocalExecutor, RangeJob
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
 from datamill.errors import RunDirError, UsageError
+from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.store.rundir import RunDir, utc_now
 
@@ -50,6 +52,7 @@ class RunSummary:
     new_records: int = 0
     seconds: float = 0.0
     stopped: str = "completed"
+    stop_detail: str = ""
 
     @property
     def slots_remaining(self) -> int:
@@ -74,6 +77,7 @@ class RunSummary:
             "parts_run": self.parts_run,
             "seconds": round(self.seconds, 3),
             "stopped": self.stopped,
+            "stop_detail": self.stop_detail,
         }
 
 
@@ -159,6 +163,7 @@ def execute(
     shard_index: int = 0,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    use_cache: bool = True,
 ) -> RunSummary:
     """Run (or resume) one shard of ``loaded`` into ``out`` and return its summary."""
     check_shards(num_shards, shard_index)
@@ -186,7 +191,8 @@ def execute(
             pending_slots=sum(len(r) for r in pending),
         )
         progress.start(len(bounds), summary.slots_done + summary.slots_failed, summary.records)
-        job = RangeJob.for_run(loaded, recipe_text, str(run_dir.path))
+        run_id = uuid.uuid4().hex[:12]
+        job = RangeJob.for_run(loaded, recipe_text, str(run_dir.path), run_id=run_id, use_cache=use_cache)
         try:
             for res in executor.map(job, pending, progress.advance):
                 results.append(res)
@@ -207,6 +213,10 @@ def execute(
         except KeyboardInterrupt:
             summary.stopped = "interrupted"
             raise
+        except BudgetExceeded as exc:
+            # The part in flight is not committed; its responses are cached, so a resume is cheap.
+            summary.stopped = "budget"
+            summary.stop_detail = str(exc)
         finally:
             progress.finish()
             summary.seconds = time.perf_counter() - t0

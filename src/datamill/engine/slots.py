@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datamill.columns import Column, SlotState, build_columns
+from datamill.columns import Column, RunContext, SlotState, build_columns
 from datamill.columns.generators import Generator
+from datamill.columns.llm import LLM
 from datamill.engine.plan import Plan
 from datamill.recipe import LoadedRecipe
 from datamill.seeds import sample_id, slot_seed
@@ -31,11 +32,13 @@ class SlotOutcome:
 class SlotRunner:
     """Evaluates a compiled recipe one batch of slots at a time."""
 
-    def __init__(self, loaded: LoadedRecipe) -> None:
+    def __init__(self, loaded: LoadedRecipe, ctx: RunContext | None = None) -> None:
         self.loaded = loaded
         self.recipe = loaded.recipe
         self.plan = Plan(self.recipe)
-        self.columns: list[Column] = build_columns(loaded)
+        self.columns: list[Column] = build_columns(loaded, ctx)
+        # LLM columns answer a whole part range concurrently; CPU columns go 64 slots at a time.
+        self.batch_slots = self.recipe.output.part_size if any(isinstance(c, LLM) for c in self.columns) else 64
         by_name = {c.name: c for c in self.columns}
         # Output follows declared order; a generator's dict is merged in at its place.
         self._emit = [
@@ -61,6 +64,10 @@ class SlotRunner:
         for col in self.columns:
             col.evaluate(batch)
         return [self._outcome(s) for s in batch]
+
+    def close(self) -> None:
+        for col in self.columns:
+            col.close()
 
     def _outcome(self, state: SlotState) -> SlotOutcome:
         if state.failed is not None:

@@ -23,6 +23,8 @@ from datamill.recipe.model import (
     ConditionalSampler,
     ExpressionColumn,
     GeneratorColumn,
+    LLMColumn,
+    ModelSpec,
     Recipe,
     TemplateColumn,
 )
@@ -41,6 +43,31 @@ def template_source(col: ExpressionColumn | TemplateColumn) -> str:
     return "{{ " + col.expr + " }}" if isinstance(col, ExpressionColumn) else col.template
 
 
+def llm_templates(col: LLMColumn) -> dict[str, str]:
+    """The Jinja2 templates of an LLM column, by field."""
+    out = {"prompt": col.llm.prompt}
+    if col.llm.system is not None:
+        out["system"] = col.llm.system
+    return out
+
+
+def column_model(recipe: Recipe, col: LLMColumn) -> ModelSpec:
+    """The model an LLM column uses: the recipe's model block with the column's override on top."""
+    base = recipe.model.model_dump(exclude_unset=True) if recipe.model is not None else {}
+    return ModelSpec.model_validate({**base, **(col.llm.model or {})})
+
+
+def resolve_schema(spec: dict[str, Any] | str | None, base_dir: Path) -> dict[str, Any] | None:
+    """A JSON schema from a recipe: given inline, or ``module:Model`` of a pydantic model."""
+    if spec is None or isinstance(spec, dict):
+        return spec
+    model = resolve_generator(spec, base_dir)
+    schema_fn = getattr(model, "model_json_schema", None)
+    if schema_fn is None:
+        raise LookupError(f"{spec!r} is not a pydantic model")
+    return dict(schema_fn())
+
+
 def dependencies(recipe: Recipe, name: str) -> list[str]:
     """Columns that column ``name`` reads, in declared order."""
     col = recipe.columns[name]
@@ -49,6 +76,11 @@ def dependencies(recipe: Recipe, name: str) -> list[str]:
         return [col.on]
     if isinstance(col, (ExpressionColumn, TemplateColumn)):
         used = jinja2.meta.find_undeclared_variables(JINJA.parse(template_source(col)))
+        return [n for n in names if n in used]
+    if isinstance(col, LLMColumn):
+        used = set()
+        for src in llm_templates(col).values():
+            used |= jinja2.meta.find_undeclared_variables(JINJA.parse(src))
         return [n for n in names if n in used]
     if isinstance(col, GeneratorColumn):
         if col.inputs is not None:
@@ -124,6 +156,8 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                     raise loc.error((*where, field), f"unknown column {var!r}; expected one of: {known}")
                 if var == name:
                     raise loc.error((*where, field), f"column {name!r} refers to itself")
+        elif isinstance(col, LLMColumn):
+            _check_llm(loaded, name, col, known)
         elif isinstance(col, ConditionalSampler):
             if col.on not in recipe.columns:
                 raise loc.error((*where, "on"), f"unknown column {col.on!r}; expected one of: {known}")
@@ -155,6 +189,44 @@ def check_recipe(loaded: LoadedRecipe) -> None:
     _check_dag(loaded)
     _check_quotas(loaded)
     _check_cycles(loaded)
+
+
+def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> None:
+    import jsonschema
+    from pydantic import ValidationError
+
+    recipe, loc = loaded.recipe, loaded.locator
+    where = ("columns", name, "llm")
+    for field, src in llm_templates(col).items():
+        try:
+            ast = JINJA.parse(src)
+        except jinja2.TemplateSyntaxError as exc:
+            raise loc.error((*where, field), f"invalid Jinja2 template: {exc.message}") from None
+        for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
+            if var not in recipe.columns and var not in CONTEXT_NAMES:
+                raise loc.error((*where, field), f"unknown column {var!r}; expected one of: {known}")
+            if var == name:
+                raise loc.error((*where, field), f"column {name!r} refers to itself")
+    try:
+        column_model(recipe, col)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        inner = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise loc.error((*where, "model", *err["loc"]), f"{inner + ': ' if inner else ''}{msg}") from None
+    try:
+        schema = resolve_schema(col.llm.schema_, loaded.base_dir)
+        if schema is not None:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+    except LookupError as exc:
+        raise loc.error((*where, "schema"), str(exc)) from None
+    except jsonschema.SchemaError as exc:
+        raise loc.error((*where, "schema"), f"not a valid JSON schema: {exc.message}") from None
+    if recipe.output.part_size % col.llm.pack:
+        raise loc.error(
+            ("output", "part_size"),
+            f"expected a multiple of columns.{name}.llm.pack ({col.llm.pack}), got {recipe.output.part_size}",
+        )
 
 
 def _check_dag(loaded: LoadedRecipe) -> None:

@@ -156,6 +156,57 @@ class GeneratorColumn(_ColumnBase):
     inputs: list[str] | None = None
 
 
+class ModelSpec(_Strict):
+    """Where LLM text comes from: ``embedded`` (default, no server) or ``openai`` (any compatible server)."""
+
+    backend: Literal["embedded", "openai"] = "embedded"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    concurrency: int = Field(16, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    rpm: int | None = Field(None, ge=1, description="requests per minute ceiling")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute ceiling")
+    max_cost_usd: float | None = Field(None, gt=0, description="stop the run when spent")
+    max_tokens: int | None = Field(None, ge=1, description="stop the run when this many tokens are used")
+    price_prompt_per_1k: float | None = Field(None, ge=0)
+    price_completion_per_1k: float | None = Field(None, ge=0)
+    structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
+    send_seed: bool = True
+    n_ctx: int = Field(2048, ge=128, description="embedded: context window")
+    context_limit: int | None = Field(None, ge=16, description="trim prompts longer than this many tokens")
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend openai needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.backend == "openai" and not self.model:
+            raise ValueError("backend openai needs model (the served model's name)")
+        return self
+
+
+class LLMSpec(_Strict):
+    """``llm: {prompt, system, schema, temperature, max_tokens, model, pack}``."""
+
+    prompt: str = Field(min_length=1)
+    system: str | None = None
+    schema_: dict[str, Any] | str | None = Field(None, alias="schema")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1)
+    model: dict[str, Any] | None = Field(None, description="per-column override of the recipe's model block")
+    pack: int = Field(1, ge=1, description="items per request (shared system prompt)")
+    max_repairs: int = Field(2, ge=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class LLMColumn(_ColumnBase):
+    """``{llm: {prompt: "...", ...}}``: text (or JSON, with a schema) written by a model."""
+
+    llm: LLMSpec
+
+
 _SAMPLERS = {"categorical", "integer", "uniform", "conditional"}
 _TAG_OF = {
     "CategoricalSampler": "categorical",
@@ -165,8 +216,9 @@ _TAG_OF = {
     "ExpressionColumn": "expr",
     "TemplateColumn": "template",
     "GeneratorColumn": "generator",
+    "LLMColumn": "llm",
 }
-COLUMN_KINDS = ("sampler", "expr", "template", "generator")
+COLUMN_KINDS = ("sampler", "expr", "template", "generator", "llm")
 
 
 def _column_kind(v: Any) -> str | None:
@@ -190,13 +242,14 @@ Column = Annotated[
     | Annotated[ConditionalSampler, Tag("conditional")]
     | Annotated[ExpressionColumn, Tag("expr")]
     | Annotated[TemplateColumn, Tag("template")]
-    | Annotated[GeneratorColumn, Tag("generator")],
+    | Annotated[GeneratorColumn, Tag("generator")]
+    | Annotated[LLMColumn, Tag("llm")],
     Discriminator(
         _column_kind,
         custom_error_type="column_kind",
         custom_error_message=(
             "expected a mapping with exactly one of sampler (categorical, integer, uniform, "
-            "conditional), expr, template or generator"
+            "conditional), expr, template, generator or llm"
         ),
     ),
 ]
@@ -224,6 +277,7 @@ class Recipe(_Strict):
     quotas: dict[str, dict[Scalar, float]] = Field(default_factory=dict)
     cycles: dict[str, list[Any]] = Field(default_factory=dict)
     output: Output = Field(default_factory=lambda: Output.model_validate({}))
+    model: ModelSpec | None = None
 
     @field_validator("version", mode="before")
     @classmethod

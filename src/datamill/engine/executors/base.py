@@ -11,10 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import orjson
 
+from datamill.columns import RunContext
 from datamill.engine.commit import PartResult, run_range
 from datamill.engine.plan import SlotRange
 from datamill.engine.slots import SlotRunner
@@ -35,19 +37,24 @@ class RangeJob:
     seed: int
     params_json: str
     run_dir: str
+    run_id: str = ""
+    use_cache: bool = True
 
     @classmethod
-    def for_run(cls, loaded: LoadedRecipe, recipe_text: str, run_dir: str) -> RangeJob:
+    def for_run(
+        cls, loaded: LoadedRecipe, recipe_text: str, run_dir: str, run_id: str = "", use_cache: bool = True
+    ) -> RangeJob:
         r = loaded.recipe
         params = orjson.dumps(r.params, option=orjson.OPT_SORT_KEYS).decode()
-        return cls(recipe_text, loaded.file, str(loaded.base_dir), r.size, r.seed, params, run_dir)
+        return cls(recipe_text, loaded.file, str(loaded.base_dir), r.size, r.seed, params, run_dir, run_id, use_cache)
 
     def runner(self) -> SlotRunner:
         runner = _RUNNERS.get(self)
         if runner is None:
             loaded = load_text(self.recipe_text, self.recipe_file, Path(self.base_dir))
             params = orjson.loads(self.params_json)
-            runner = SlotRunner(loaded.with_overrides(size=self.size, seed=self.seed, params=params))
+            ctx = RunContext(Path(self.run_dir), self.run_id, self.use_cache, SHARED_USAGE[0])
+            runner = SlotRunner(loaded.with_overrides(size=self.size, seed=self.seed, params=params), ctx)
             _RUNNERS.clear()
             _RUNNERS[self] = runner
         return runner
@@ -55,9 +62,16 @@ class RangeJob:
     def __call__(self, rng: SlotRange, on_slots: ProgressFn | None = None) -> PartResult:
         return run_range(self.runner(), RunDir(self.run_dir), rng, on_slots)
 
+    def close(self) -> None:
+        runner = _RUNNERS.pop(self, None)
+        if runner is not None:
+            runner.close()
+
 
 # One compiled recipe per process, reused across the ranges it runs.
 _RUNNERS: dict[RangeJob, SlotRunner] = {}
+# Tokens and cost spent by the run, shared by a pool's workers (set in each worker).
+SHARED_USAGE: list[Any] = [None]
 
 
 class Executor(ABC):

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from datamill.engine.commit import PartResult
+from datamill.engine.executors import base
 from datamill.engine.executors.base import Executor, ProgressFn, RangeJob
 from datamill.engine.plan import SlotRange
 
@@ -26,7 +27,7 @@ def _die_with_parent() -> None:
         pass  # not Linux: orphans finish their range; commits stay atomic either way
 
 
-def _init_worker(job: RangeJob, counter: Any) -> None:
+def _init_worker(job: RangeJob, counter: Any, usage: Any) -> None:
     global _worker_job, _worker_counter
     _die_with_parent()
     # The parent owns Ctrl-C and SIGTERM: it stops the pool, and workers just end (no tracebacks).
@@ -34,6 +35,7 @@ def _init_worker(job: RangeJob, counter: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     _worker_job, _worker_counter = job, counter
+    base.SHARED_USAGE[0] = usage
     job.runner()  # compile once, before the first range
 
 
@@ -59,11 +61,15 @@ class LocalExecutor(Executor):
     def map(self, job: RangeJob, ranges: Sequence[SlotRange], on_slots: ProgressFn) -> Iterator[PartResult]:
         if self.workers == 1 or len(ranges) <= 1:
             sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-            for r in ranges:
-                yield job(r, on_slots)
+            try:
+                for r in ranges:
+                    yield job(r, on_slots)
+            finally:
+                job.close()
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Array("q", 2)
+        usage = ctx.Array("q", 2)  # tokens, micro-dollars: the run budget is for all workers together
         seen = [0, 0]
 
         def poll() -> None:
@@ -73,7 +79,7 @@ class LocalExecutor(Executor):
                 on_slots(now[0] - seen[0], now[1] - seen[1])
                 seen[:] = now
 
-        pool = ctx.Pool(min(self.workers, len(ranges)), initializer=_init_worker, initargs=(job, counter))
+        pool = ctx.Pool(min(self.workers, len(ranges)), initializer=_init_worker, initargs=(job, counter, usage))
         try:
             results = pool.imap_unordered(_run, ranges, chunksize=1)
             remaining = len(ranges)

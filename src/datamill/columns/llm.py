@@ -1,0 +1,301 @@
+"""LLM columns: a Jinja2 prompt over earlier columns, answered by a model, parsed after the cache.
+
+A batch of slots is answered concurrently on one event loop per process (the adaptive limiter
+in the client keeps in-flight requests under the model's ``concurrency``). Each slot's request
+carries a ``seed`` derived from the slot seed, so two slots with the same prompt are two samples.
+With a schema, the answer is JSON validated against it: local repairs first, then up to
+``max_repairs`` repair prompts; a slot that still fails is failed with the reason, never dropped
+or half-written. With ``pack: k``, k items share one request and one system prompt; items whose
+answer does not parse fall back to single requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datamill.columns.base import Column, SlotState
+from datamill.llm.backends.base import Backend
+from datamill.llm.cache import ResponseCache
+from datamill.llm.client import LLMClient, LLMFailed, Usage
+from datamill.llm.structured import Parsed, SchemaCheck, parse_json, parse_structured, repair_message, schema_instruction
+from datamill.llm.telemetry import AttemptLog
+from datamill.llm.types import BudgetExceeded, ChatResponse
+from datamill.recipe.check import JINJA
+from datamill.recipe.model import LLMColumn, ModelSpec
+from datamill.seeds import sub_seed
+
+PACK_INSTRUCTIONS = (
+    "You will get {k} numbered items. Answer each one on its own. Reply with only a JSON object "
+    '{{"answers": [{{"id": 1, "answer": ...}}, ...]}} holding exactly {k} answers, one per item id.'
+)
+FORMAT_FALLBACK = {"json_schema": "json_object", "json_object": "prompt"}
+
+
+@dataclass
+class RunContext:
+    """What LLM columns need from the run: where the cache and attempt log live, and usage."""
+
+    run_dir: Path | None
+    run_id: str
+    use_cache: bool = True
+    usage_shared: Any = None
+
+
+def make_backend(spec: ModelSpec) -> tuple[Backend, str | None]:
+    """The backend a model block names, and the secret to keep out of everything it writes."""
+    if spec.backend == "openai":
+        from datamill.errors import UsageError
+        from datamill.llm.backends.openai import OpenAIBackend
+
+        key = None
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise UsageError(f"model.api_key_env: environment variable {spec.api_key_env} is not set")
+        assert spec.base_url is not None and spec.model is not None
+        return OpenAIBackend(spec.base_url, spec.model, key, spec.timeout_s, spec.concurrency), key
+    from datamill.llm.backends.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(spec.model, n_ctx=spec.n_ctx), None
+
+
+class LLM(Column):
+    def __init__(
+        self, name: str, spec: LLMColumn, model: ModelSpec, schema: dict[str, Any] | None, ctx: RunContext | None
+    ) -> None:
+        super().__init__(name, spec.emit)
+        self.spec = spec.llm
+        self.model = model
+        self.schema = schema
+        self.check = SchemaCheck(schema) if schema is not None else None
+        self._system = JINJA.from_string(self.spec.system) if self.spec.system else None
+        self._prompt = JINJA.from_string(self.spec.prompt)
+        self.ctx = ctx
+        self.mode = ("json_schema" if model.structured == "auto" else model.structured) if schema else "prompt"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: LLMClient | None = None
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def client(self) -> LLMClient:
+        if self._client is None:
+            backend, secret = make_backend(self.model)
+            cache = log = None
+            if self.ctx is not None and self.ctx.run_dir is not None:
+                if self.ctx.use_cache:
+                    cache = ResponseCache(self.ctx.run_dir / "cache" / "llm.sqlite")
+                log = AttemptLog(self.ctx.run_dir / "logs" / "attempts.jsonl", self.ctx.run_id)
+            usage = Usage(self.ctx.usage_shared if self.ctx else None)
+            self._client = LLMClient(backend, self.model, cache, log, usage, secret=secret)
+        return self._client
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def close(self) -> None:
+        if self._client is not None and self._loop is not None:
+            self._loop.run_until_complete(self._client.backend.aclose())
+        if self._loop is not None:
+            self._loop.close()
+        self._client = None
+        self._loop = None
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, batch: Sequence[SlotState]) -> None:
+        live = [s for s in batch if s.failed is None and s.dropped is None]
+        if live:
+            self.loop().run_until_complete(self._evaluate(live))
+
+    def evaluate_row(self, state: SlotState, row: dict[str, Any], rng: Any) -> Any:
+        raise NotImplementedError("LLM columns are evaluated a batch at a time")
+
+    async def _evaluate(self, states: list[SlotState]) -> None:
+        items = [(s, row) for s in states for row in s.rows]
+        k = self.spec.pack
+        if k == 1:
+            groups = [[item] for item in items]
+        else:
+            # Groups follow the global slot // k grid (shard and part bounds are aligned to k),
+            # so which items share a request does not depend on how the run was split.
+            groups = []
+            for item in items:
+                if groups and groups[-1][0][0].slot // k == item[0].slot // k and len(groups[-1]) < k:
+                    groups[-1].append(item)
+                else:
+                    groups.append([item])
+        results = await asyncio.gather(*(self._group(g) for g in groups), return_exceptions=True)
+        for group, res in zip(groups, results, strict=True):
+            if isinstance(res, BudgetExceeded) or (isinstance(res, BaseException) and not isinstance(res, Exception)):
+                raise res
+            if isinstance(res, Exception):  # nothing is silent: the group's slots fail with the reason
+                for state, _ in group:
+                    state.failed = state.failed or f"{self.name}: {type(res).__name__}: {res}"
+
+    async def _group(self, group: list[tuple[SlotState, dict[str, Any]]]) -> None:
+        if len(group) > 1:
+            leftovers = await self._packed(group)
+        else:
+            leftovers = group
+        await asyncio.gather(*(self._single_into(s, row) for s, row in leftovers))
+
+    async def _single_into(self, state: SlotState, row: dict[str, Any]) -> None:
+        if state.failed is not None:
+            return
+        try:
+            row[self.name] = await self._single(state, row)
+        except LLMFailed as exc:
+            state.failed = f"{self.name}: {exc.kind}: {exc}"
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # a template or backend bug fails this slot alone
+            state.failed = f"{self.name}: {type(exc).__name__}: {exc}"
+
+    def _render(self, state: SlotState, row: dict[str, Any]) -> tuple[str | None, str]:
+        context = state.template_context(row)
+        system = self._system.render(**context) if self._system else None
+        return system, self._prompt.render(**context)
+
+    def _system_text(self, system: str | None) -> str | None:
+        if self.schema is None:
+            return system
+        instruction = schema_instruction(self.schema)
+        return f"{system}\n\n{instruction}" if system else instruction
+
+    def _trim(self, prompt: str) -> tuple[str, int]:
+        """Cut the middle of a prompt longer than ``context_limit`` tokens (about 4 chars each)."""
+        limit = self.model.context_limit
+        if limit is None or len(prompt) <= limit * 4:
+            return prompt, 0
+        keep = limit * 4
+        head, tail = prompt[: keep * 2 // 3], prompt[len(prompt) - keep // 3 :]
+        return head + " [...] " + tail, (len(prompt) - keep) // 4
+
+    def _payload(self, messages: list[dict[str, str]], seed: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model.model or "default",
+            "messages": messages,
+            "temperature": self.spec.temperature,
+            "max_tokens": self.spec.max_tokens,
+        }
+        if self.model.send_seed:
+            payload["seed"] = seed
+        if self.schema is not None and self.mode == "json_schema":
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
+            }
+        elif self.schema is not None and self.mode == "json_object":
+            payload["response_format"] = {"type": "json_object"}
+        return payload
+
+    def _seed(self, state: SlotState) -> int:
+        return sub_seed(state.seed, "llm:" + self.name) & 0x7FFFFFFF
+
+    async def _ask(
+        self, messages: list[dict[str, str]], seed: int, slot: int, judge: Any, pack: int = 1, extra: dict[str, Any] | None = None
+    ) -> ChatResponse:
+        client = self.client()
+        while True:
+            try:
+                out = await client.request(
+                    self._payload(messages, seed), slot=slot, column=self.name, judge=judge, pack=pack, extra=extra
+                )
+                return out.response
+            except LLMFailed as exc:
+                # A server that refuses json_schema gets json_object, then plain prompting.
+                if exc.kind == "unsupported_response_format" and self.mode in FORMAT_FALLBACK:
+                    self.mode = FORMAT_FALLBACK[self.mode]
+                    continue
+                raise
+
+    async def _single(self, state: SlotState, row: dict[str, Any]) -> Any:
+        system, prompt = self._render(state, row)
+        prompt, trimmed = self._trim(prompt)
+        messages = []
+        sys_text = self._system_text(system)
+        if sys_text:
+            messages.append({"role": "system", "content": sys_text})
+        messages.append({"role": "user", "content": prompt})
+        extra = {"trimmed_tokens": trimmed} if trimmed else None
+        seed = self._seed(state)
+        last: Parsed = Parsed()
+        for round_ in range(self.spec.max_repairs + 1):
+            holder: dict[str, Parsed] = {}
+
+            def judge(resp: ChatResponse, round_: int = round_, holder: dict[str, Parsed] = holder) -> tuple[str, str | None, list[str]]:
+                p = parse_structured(resp.text, self.check)
+                holder["p"] = p
+                repairs = [*p.repairs, *(["reask"] if round_ else [])]
+                if p.ok:
+                    return ("repaired" if repairs else "ok"), None, repairs
+                return ("retry" if round_ < self.spec.max_repairs else "failed"), p.error, repairs
+
+            resp = await self._ask(messages, seed, state.slot, judge, extra=extra)
+            last = holder["p"]
+            if last.ok:
+                return last.value
+            messages = [
+                *messages,
+                {"role": "assistant", "content": resp.text},
+                {"role": "user", "content": repair_message(last, self.schema)},
+            ]
+        raise LLMFailed(last.error or "invalid", f"{last.detail} (after {self.spec.max_repairs} repair prompts)")
+
+    async def _packed(self, group: list[tuple[SlotState, dict[str, Any]]]) -> list[tuple[SlotState, dict[str, Any]]]:
+        """Ask for k answers in one request; returns the items that still need a single request."""
+        k = len(group)
+        rendered = [self._render(s, row) for s, row in group]
+        system = rendered[0][0]
+        if any(r[0] != system for r in rendered):
+            return group  # items with different system prompts cannot share one
+        pack_note = PACK_INSTRUCTIONS.format(k=k)
+        if self.schema is not None:
+            pack_note += " Each answer must match this JSON schema:\n" + schema_instruction(self.schema).split("\n", 1)[1]
+        sys_text = f"{system}\n\n{pack_note}" if system else pack_note
+        user = "\n\n".join(f"Item {i + 1}:\n{self._trim(p)[0]}" for i, (_, p) in enumerate(rendered))
+        messages = [{"role": "system", "content": sys_text}, {"role": "user", "content": user}]
+        single_sys = self._system_text(system) or ""
+        unpacked_chars = sum(len(single_sys) + len(p) for _, p in rendered)
+        extra = {"unpacked_ratio": round(unpacked_chars / max(1, len(sys_text) + len(user)), 4)}
+        answers: dict[int, Any] = {}
+
+        def judge(resp: ChatResponse) -> tuple[str, str | None, list[str]]:
+            answers.clear()
+            p = parse_json(resp.text)
+            items = p.value.get("answers") if p.ok and isinstance(p.value, dict) else None
+            if not isinstance(items, list):
+                return "retry", "invalid_json", p.repairs
+            for entry in items:
+                if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or "answer" not in entry:
+                    continue
+                value = entry["answer"]
+                if self.check is None:
+                    if not isinstance(value, str):
+                        continue
+                elif self.check.errors(value) is not None:
+                    continue
+                answers[entry["id"]] = value
+            if len([i for i in answers if 1 <= i <= k]) == k:
+                return ("repaired" if p.repairs else "ok"), None, p.repairs
+            return "repaired", "partial_pack", [*p.repairs, "unpack_fallback"]
+
+        first = group[0][0]
+        try:
+            await self._ask(messages, self._seed(first), first.slot, judge, pack=k, extra=extra)
+        except LLMFailed:
+            return group
+        leftovers = []
+        for i, (state, row) in enumerate(group, start=1):
+            if i in answers:
+                row[self.name] = answers[i]
+            else:
+                leftovers.append((state, row))
+        return leftovers

@@ -1,0 +1,183 @@
+"""The LLM client: cache, limits, retries, budget and the attempt log, once, around any backend.
+
+``request`` looks the payload up in the cache first; on a miss it waits for the rate limiters
+and the adaptive concurrency limiter, sends, and retries retryable failures with exponential
+backoff and jitter, honouring Retry-After. A 429 is retried for as long as it takes (it is never
+a reason to drop a slot); other failures count against ``max_retries``. A valid envelope is
+cached raw before anything parses its content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from datamill.llm.backends.base import Backend
+from datamill.llm.cache import ResponseCache, request_key
+from datamill.llm.limits import AdaptiveLimiter, TokenBucket
+from datamill.llm.telemetry import AttemptLog, cost_usd
+from datamill.llm.types import BackendError, BudgetExceeded, ChatResponse, parse_completion
+from datamill.recipe.model import ModelSpec
+
+# judge(response) -> (status, error, repairs): how the caller reads the content, for the log.
+Judge = Callable[[ChatResponse], tuple[str, str | None, list[str]]]
+
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 20.0
+
+
+class LLMFailed(Exception):
+    """A request that failed for good; ``kind`` is the attempt log's error type."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Usage:
+    """Tokens and cost spent by this run, shared across worker processes when given a shared array."""
+
+    def __init__(self, shared: Any = None) -> None:
+        self._shared = shared  # multiprocessing Array('q', 2): tokens, micro-dollars
+        self._local = [0, 0]
+
+    def add(self, tokens: int, cost: float) -> None:
+        micro = round(cost * 1e6)
+        if self._shared is not None:
+            with self._shared.get_lock():
+                self._shared[0] += tokens
+                self._shared[1] += micro
+        else:
+            self._local[0] += tokens
+            self._local[1] += micro
+
+    def totals(self) -> tuple[int, float]:
+        if self._shared is not None:
+            return int(self._shared[0]), self._shared[1] / 1e6
+        return self._local[0], self._local[1] / 1e6
+
+
+@dataclass
+class Outcome:
+    response: ChatResponse
+    cached: bool
+    attempts: int
+
+
+class LLMClient:
+    def __init__(
+        self,
+        backend: Backend,
+        spec: ModelSpec,
+        cache: ResponseCache | None,
+        log: AttemptLog | None,
+        usage: Usage | None = None,
+        secret: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.cache = cache
+        self.log = log
+        self.usage = usage or Usage()
+        self.limiter = AdaptiveLimiter(spec.concurrency)
+        self.rpm = TokenBucket(spec.rpm) if spec.rpm else None
+        self.tpm = TokenBucket(spec.tpm) if spec.tpm else None
+        self.model = spec.model or "default"
+        self._price = (spec.price_prompt_per_1k, spec.price_completion_per_1k)
+        self._secret = secret or None
+        self.requests_sent = 0
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _redact_bytes(self, body: bytes) -> bytes:
+        # A server may echo the key back, even in a 200: it never reaches the cache or a record.
+        return body.replace(self._secret.encode(), b"***") if self._secret else body
+
+    def _check_budget(self) -> None:
+        tokens, cost = self.usage.totals()
+        if self.spec.max_tokens is not None and tokens >= self.spec.max_tokens:
+            raise BudgetExceeded(f"token budget spent: {tokens:,} >= max_tokens {self.spec.max_tokens:,}")
+        if self.spec.max_cost_usd is not None and cost >= self.spec.max_cost_usd:
+            raise BudgetExceeded(f"cost budget spent: ${cost:.4f} >= max_cost_usd ${self.spec.max_cost_usd}")
+
+    def _log(self, **fields: Any) -> None:
+        if self.log is not None:
+            self.log.write(backend=self.backend.name, model=self.model, **fields)
+
+    async def request(
+        self, payload: dict[str, Any], *, slot: int, column: str, judge: Judge, pack: int = 1, extra: dict[str, Any] | None = None
+    ) -> Outcome:
+        """One logical request: from the cache, or sent with retries until it succeeds or fails for good."""
+        extra = extra or {}
+        key = request_key(self.backend.identity, payload)
+        raw = self.cache.get(key) if self.cache is not None else None
+        if raw is not None:
+            resp = parse_completion(raw)
+            status, error, repairs = judge(resp)
+            self._log(
+                slot=slot, column=column, attempt=1, status="cached", http_status=None, error=error, latency_ms=0.0,
+                prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens, pack=pack,
+                repairs=repairs, cost_usd=0.0, **extra,
+            )  # fmt: skip
+            return Outcome(resp, True, 0)
+        attempt = 0
+        counted = 0
+        while True:
+            attempt += 1
+            self._check_budget()
+            if self.rpm is not None:
+                await self.rpm.take(1)
+            if self.tpm is not None:
+                await self.tpm.take(float(payload.get("max_tokens") or 0) + _estimate_tokens(payload))
+            await self.limiter.acquire()
+            t0 = time.perf_counter()
+            try:
+                self.requests_sent += 1
+                body = self._redact_bytes(await self.backend.complete(payload))
+                resp = parse_completion(body)
+            except BackendError as exc:
+                latency = (time.perf_counter() - t0) * 1000
+                await self.limiter.release()
+                if exc.kind in ("rate_limited", "overloaded"):
+                    self.limiter.on_overload()
+                final = not exc.retryable or (exc.kind != "rate_limited" and counted >= self.spec.max_retries)
+                self._log(
+                    slot=slot, column=column, attempt=attempt, status="failed" if final else "retry",
+                    http_status=exc.http_status, error=exc.kind, latency_ms=round(latency, 2), prompt_tokens=0,
+                    completion_tokens=0, pack=pack, repairs=[], cost_usd=0.0, **extra,
+                )  # fmt: skip
+                if final:
+                    raise LLMFailed(exc.kind, self._redact(str(exc))) from None
+                if exc.kind != "rate_limited":
+                    counted += 1
+                await asyncio.sleep(_backoff(attempt, exc.retry_after))
+                continue
+            latency = (time.perf_counter() - t0) * 1000
+            await self.limiter.release()
+            self.limiter.on_success()
+            if self.cache is not None:
+                self.cache.put(key, body)
+            cost = cost_usd(self.model, resp.prompt_tokens, resp.completion_tokens, self._price)
+            self.usage.add(resp.prompt_tokens + resp.completion_tokens, cost)
+            status, error, repairs = judge(resp)
+            self._log(
+                slot=slot, column=column, attempt=attempt, status=status, http_status=200, error=error,
+                latency_ms=round(latency, 2), prompt_tokens=resp.prompt_tokens,
+                completion_tokens=resp.completion_tokens, pack=pack, repairs=repairs, cost_usd=round(cost, 8), **extra,
+            )  # fmt: skip
+            return Outcome(resp, False, attempt)
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After is a floor."""
+    delay = random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+    return max(delay, retry_after or 0.0)
+
+
+def _estimate_tokens(payload: dict[str, Any]) -> float:
+    return sum(len(m.get("content") or "") for m in payload.get("messages", [])) / 4.0
