@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,13 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers import cli_env
+
 RunCli = Callable[..., subprocess.CompletedProcess]
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["DATAMILL_PROGRESS_INTERVAL"] = "3600"
-    return env
 
 
 @pytest.fixture(scope="session")

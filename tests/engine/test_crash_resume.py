@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import cli_env
+from helpers import cli_env
 
 RECIPE = """
 name: lambda-small-parts

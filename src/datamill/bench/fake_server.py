@@ -48,8 +48,8 @@ def schema_instance(schema: dict[str, Any], h: str) -> Any:
         hi = int(schema.get("maximum", lo + 100))
         return lo + int(h[:6], 16) % (hi - lo + 1)
     if t == "number":
-        lo = float(schema.get("minimum", 0.0))
-        return lo + (int(h[:6], 16) % 1000) / 1000.0
+        low = float(schema.get("minimum", 0.0))
+        return low + (int(h[:6], 16) % 1000) / 1000.0
     if t == "boolean":
         return int(h[0], 16) % 2 == 0
     if t == "null":
@@ -171,7 +171,7 @@ class FakeServer:
                 content = answer_for(payload)
                 if fault == "invalid_json":
                     content = "Sure! Here is " + content[: len(content) // 2]
-                body = orjson.dumps(
+                reply = orjson.dumps(
                     {
                         "id": "cmpl-fake",
                         "object": "chat.completion",
@@ -188,8 +188,8 @@ class FakeServer:
                     }
                 )
                 if fault == "truncated":
-                    body = body[: len(body) // 2]
-                return web.Response(status=200, body=body, content_type="application/json")
+                    reply = reply[: len(reply) // 2]
+                return web.Response(status=200, body=reply, content_type="application/json")
             finally:
                 self.in_flight -= 1
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datamill.columns.base import Column, SlotState
 from datamill.columns.expressions import Expression, Template
 from datamill.columns.generators import Generator, GeneratorContext
+from datamill.columns.llm import LLM, RunContext
 from datamill.columns.samplers import Categorical, Conditional, Integer, Uniform
 from datamill.recipe import LoadedRecipe, column_order
-from datamill.columns.llm import LLM, RunContext
 from datamill.recipe.check import column_model, dependencies, resolve_schema
 from datamill.recipe.model import (
     CategoricalSampler,

@@ -64,7 +64,7 @@ class Column(ABC):
         for row in state.rows:
             row[self.name] = self.evaluate_row(state, row, rng)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook with a default, not an abstract method
         """Release what the column holds (connections, event loops); the default holds nothing."""
 
     @abstractmethod

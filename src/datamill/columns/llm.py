@@ -12,6 +12,7 @@ answer does not parse fall back to single requests.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,14 @@ from datamill.columns.base import Column, SlotState
 from datamill.llm.backends.base import Backend
 from datamill.llm.cache import ResponseCache
 from datamill.llm.client import LLMClient, LLMFailed, Usage
-from datamill.llm.structured import Parsed, SchemaCheck, parse_json, parse_structured, repair_message, schema_instruction
+from datamill.llm.structured import (
+    Parsed,
+    SchemaCheck,
+    parse_json,
+    parse_structured,
+    repair_message,
+    schema_instruction,
+)
 from datamill.llm.telemetry import AttemptLog
 from datamill.llm.types import BudgetExceeded, ChatResponse
 from datamill.recipe.check import JINJA
@@ -44,6 +52,26 @@ class RunContext:
     run_id: str
     use_cache: bool = True
     usage_shared: Any = None
+
+
+def preflight(spec: ModelSpec) -> None:
+    """Bad input caught before a run writes anything: a missing key, a missing extra."""
+    from datamill.errors import UsageError
+
+    if spec.api_key_env and not os.environ.get(spec.api_key_env):
+        raise UsageError(f"model.api_key_env: environment variable {spec.api_key_env} is not set")
+    if spec.backend == "openai":
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            raise UsageError("the openai backend needs aiohttp: pip install 'datamill[llm]'") from None
+    else:
+        from datamill.llm.backends.embedded import default_model_path
+
+        if not (spec.model or "").endswith(".gguf"):
+            default_model_path()
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise UsageError("the embedded backend needs llama-cpp-python: pip install 'datamill[local]'")
 
 
 def make_backend(spec: ModelSpec) -> tuple[Backend, str | None]:
@@ -76,7 +104,7 @@ class LLM(Column):
         self._system = JINJA.from_string(self.spec.system) if self.spec.system else None
         self._prompt = JINJA.from_string(self.spec.prompt)
         self.ctx = ctx
-        self.mode = ("json_schema" if model.structured == "auto" else model.structured) if schema else "prompt"
+        self.mode: str = ("json_schema" if model.structured == "auto" else model.structured) if schema else "prompt"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: LLMClient | None = None
 
@@ -200,10 +228,17 @@ class LLM(Column):
         return sub_seed(state.seed, "llm:" + self.name) & 0x7FFFFFFF
 
     async def _ask(
-        self, messages: list[dict[str, str]], seed: int, slot: int, judge: Any, pack: int = 1, extra: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, str]],
+        seed: int,
+        slot: int,
+        judge: Any,
+        pack: int = 1,
+        extra: dict[str, Any] | None = None,
     ) -> ChatResponse:
         client = self.client()
         while True:
+            used = self.mode
             try:
                 out = await client.request(
                     self._payload(messages, seed), slot=slot, column=self.name, judge=judge, pack=pack, extra=extra
@@ -211,9 +246,12 @@ class LLM(Column):
                 return out.response
             except LLMFailed as exc:
                 # A server that refuses json_schema gets json_object, then plain prompting.
-                if exc.kind == "unsupported_response_format" and self.mode in FORMAT_FALLBACK:
-                    self.mode = FORMAT_FALLBACK[self.mode]
-                    continue
+                if exc.kind == "unsupported_response_format":
+                    if self.mode != used:
+                        continue  # another request already stepped down; use the new mode
+                    if used in FORMAT_FALLBACK:
+                        self.mode = FORMAT_FALLBACK[used]
+                        continue
                 raise
 
     async def _single(self, state: SlotState, row: dict[str, Any]) -> Any:
@@ -230,7 +268,9 @@ class LLM(Column):
         for round_ in range(self.spec.max_repairs + 1):
             holder: dict[str, Parsed] = {}
 
-            def judge(resp: ChatResponse, round_: int = round_, holder: dict[str, Parsed] = holder) -> tuple[str, str | None, list[str]]:
+            def judge(
+                resp: ChatResponse, round_: int = round_, holder: dict[str, Parsed] = holder
+            ) -> tuple[str, str | None, list[str]]:
                 p = parse_structured(resp.text, self.check)
                 holder["p"] = p
                 repairs = [*p.repairs, *(["reask"] if round_ else [])]
@@ -258,7 +298,9 @@ class LLM(Column):
             return group  # items with different system prompts cannot share one
         pack_note = PACK_INSTRUCTIONS.format(k=k)
         if self.schema is not None:
-            pack_note += " Each answer must match this JSON schema:\n" + schema_instruction(self.schema).split("\n", 1)[1]
+            pack_note += (
+                " Each answer must match this JSON schema:\n" + schema_instruction(self.schema).split("\n", 1)[1]
+            )
         sys_text = f"{system}\n\n{pack_note}" if system else pack_note
         user = "\n\n".join(f"Item {i + 1}:\n{self._trim(p)[0]}" for i, (_, p) in enumerate(rendered))
         messages = [{"role": "system", "content": sys_text}, {"role": "user", "content": user}]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import datamill
+from datamill.columns.llm import preflight
 from datamill.engine.commit import PartResult, committed_results, pending_ranges, remove_stale_temps
 from datamill.engine.executors import Executor, LocalExecutor, RangeJob
 from datamill.engine.plan import Plan
@@ -26,6 +27,8 @@ from datamill.engine.progress import NullProgress, Progress
 from datamill.errors import RunDirError, UsageError
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
+from datamill.recipe.check import column_model
+from datamill.recipe.model import LLMColumn
 from datamill.store.rundir import RunDir, utc_now
 
 # Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
@@ -167,6 +170,9 @@ def execute(
 ) -> RunSummary:
     """Run (or resume) one shard of ``loaded`` into ``out`` and return its summary."""
     check_shards(num_shards, shard_index)
+    for col in loaded.recipe.columns.values():
+        if isinstance(col, LLMColumn):
+            preflight(column_model(loaded.recipe, col))
     plan = Plan(loaded.recipe)
     executor = executor or LocalExecutor(1)
     progress = progress or NullProgress()

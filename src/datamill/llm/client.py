@@ -110,7 +110,14 @@ class LLMClient:
             self.log.write(backend=self.backend.name, model=self.model, **fields)
 
     async def request(
-        self, payload: dict[str, Any], *, slot: int, column: str, judge: Judge, pack: int = 1, extra: dict[str, Any] | None = None
+        self,
+        payload: dict[str, Any],
+        *,
+        slot: int,
+        column: str,
+        judge: Judge,
+        pack: int = 1,
+        extra: dict[str, Any] | None = None,
     ) -> Outcome:
         """One logical request: from the cache, or sent with retries until it succeeds or fails for good."""
         extra = extra or {}
@@ -146,8 +153,10 @@ class LLMClient:
                 if exc.kind in ("rate_limited", "overloaded"):
                     self.limiter.on_overload()
                 final = not exc.retryable or (exc.kind != "rate_limited" and counted >= self.spec.max_retries)
+                # A refused response_format is always followed by the next format down.
+                logged = "retry" if (not final or exc.kind == "unsupported_response_format") else "failed"
                 self._log(
-                    slot=slot, column=column, attempt=attempt, status="failed" if final else "retry",
+                    slot=slot, column=column, attempt=attempt, status=logged,
                     http_status=exc.http_status, error=exc.kind, latency_ms=round(latency, 2), prompt_tokens=0,
                     completion_tokens=0, pack=pack, repairs=[], cost_usd=0.0, **extra,
                 )  # fmt: skip

@@ -2,8 +2,9 @@
 
 One line per attempt, fields as in DESIGN.md: ts, run_id, slot, column, attempt (1-based),
 backend, model, status (ok | retry | repaired | failed | cached), http_status, error, latency_ms,
-prompt_tokens, completion_tokens, pack, repairs, cost_usd — plus ``unpacked_prompt_tokens`` on
-packed requests and ``trimmed_tokens`` where a prompt was trimmed. No prompt text, no key.
+prompt_tokens, completion_tokens, pack, repairs, cost_usd — plus ``unpacked_ratio`` on packed
+requests (the items' prompts one by one over the packed prompt, in characters) and
+``trimmed_tokens`` where a prompt was trimmed. No prompt text, no key.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, override: tuple[float | None, float | None]) -> float:
+def cost_usd(
+    model: str, prompt_tokens: int, completion_tokens: int, override: tuple[float | None, float | None]
+) -> float:
     base = PRICES.get(model, (0.0, 0.0))
     p = override[0] if override[0] is not None else base[0]
     c = override[1] if override[1] is not None else base[1]
@@ -44,7 +47,9 @@ class AttemptLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, **fields: Any) -> None:
-        os.write(self._fd, orjson.dumps({"ts": utc_now(), "run_id": self.run_id, **fields}, option=orjson.OPT_APPEND_NEWLINE))
+        os.write(
+            self._fd, orjson.dumps({"ts": utc_now(), "run_id": self.run_id, **fields}, option=orjson.OPT_APPEND_NEWLINE)
+        )
 
     def close(self) -> None:
         os.close(self._fd)
@@ -102,14 +107,22 @@ def summarize(rows: Iterable[dict[str, Any]], windows: int = 5) -> dict[str, Any
     seconds = (max(stamps) - min(stamps)) if len(stamps) > 1 else 0.0
     done = statuses["ok"] + statuses["repaired"] + statuses["cached"]
     prompt = sum(int(r.get("prompt_tokens") or 0) for r in live)
-    unpacked = sum(int(r.get("unpacked_prompt_tokens") or r.get("prompt_tokens") or 0) for r in live)
+    # A packed attempt logs how much longer its items' prompts would have been one by one.
+    unpacked = round(sum(int(r.get("prompt_tokens") or 0) * float(r.get("unpacked_ratio") or 1.0) for r in live))
     out: dict[str, Any] = {
         "attempts": len(rows),
-        "items_per_s": (sum(int(r.get("pack") or 1) for r in rows if r["status"] in ("ok", "repaired", "cached")) / seconds)
+        "items_per_s": (
+            sum(int(r.get("pack") or 1) for r in rows if r["status"] in ("ok", "repaired", "cached")) / seconds
+        )
         if seconds > 0
         else None,
         "latency_ms": {"p50": _pct(lat, 0.5), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99)},
-        "counts": {"success": done, "failed": statuses["failed"], "retry": statuses["retry"], "cached": statuses["cached"]},
+        "counts": {
+            "success": done,
+            "failed": statuses["failed"],
+            "retry": statuses["retry"],
+            "cached": statuses["cached"],
+        },
         "statuses": dict(sorted(statuses.items())),
         "repairs": dict(sorted(repairs.items())),
         "failure_reasons": dict(sorted(failures.items())),

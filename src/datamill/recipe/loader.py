@@ -154,12 +154,24 @@ class LoadedRecipe:
         return recipe_hash(self.recipe)
 
 
+# Model settings that decide how requests are sent, never what comes back: a run may resume with
+# more concurrency, another timeout, a new budget or another server address for the same model.
+OPERATIONAL_MODEL_KEYS = frozenset(
+    {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "rpm", "tpm", "max_cost_usd",
+     "max_tokens", "price_prompt_per_1k", "price_completion_per_1k"}
+)  # fmt: skip
+
+
 def recipe_hash(recipe: Recipe) -> str:
     """A stable hash of everything in the recipe that decides its output."""
-    payload = orjson.dumps(
-        {"v": RECIPE_HASH_VERSION, "recipe": recipe.model_dump(mode="json")},
-        option=orjson.OPT_SORT_KEYS,
-    )
+    data = recipe.model_dump(mode="json")
+    if data.get("model"):
+        data["model"] = {k: v for k, v in data["model"].items() if k not in OPERATIONAL_MODEL_KEYS}
+    for col in data["columns"].values():
+        override = (col.get("llm") or {}).get("model")
+        if override:
+            col["llm"]["model"] = {k: v for k, v in override.items() if k not in OPERATIONAL_MODEL_KEYS}
+    payload = orjson.dumps({"v": RECIPE_HASH_VERSION, "recipe": data}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(payload).hexdigest()[:16]
 
 

@@ -7,7 +7,6 @@ the API key removed, even when the server echoes it back.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -66,7 +65,7 @@ class OpenAIBackend:
                 body = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BackendError("timeout", f"no response within {self._timeout.total}s") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             raise BackendError("connection", self.redact(f"connection dropped: {type(exc).__name__}")) from None

@@ -1,0 +1,69 @@
+"""Helpers shared by test modules (importable as `helpers`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+import orjson
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATAMILL_PROGRESS_INTERVAL"] = "3600"
+    return env
+
+
+class FakeServerProc:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=cli_env(),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("listening on "), line
+        self.base_url = line.removeprefix("listening on ")
+        self.root = self.base_url.removesuffix("/v1")
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.root + "/stats", timeout=10) as r:
+            return dict(orjson.loads(r.read()))
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.root + "/reset", method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def llm_recipe(
+    base_url: str, size: int = 200, model: dict[str, Any] | None = None, column: str = "", part_size: int = 50
+) -> str:
+    """The issue's contract recipe, with the model block's settings overridable."""
+    column = column or '{llm: {prompt: "Write one sentence about topic {{ topic }}", max_tokens: 64, temperature: 0.7}}'
+    block = {
+        "backend": "openai", "base_url": base_url, "model": "stub-model", "api_key_env": "DATAMILL_API_KEY",
+        "concurrency": 64, "max_retries": 3, "timeout_s": 60, **(model or {}),
+    }  # fmt: skip
+    return f"""
+name: topics
+version: 0.1.0
+seed: 7
+size: {size}
+model: {orjson.dumps(block).decode()}
+columns:
+  topic: {{sampler: integer, low: 0, high: 1000000}}
+  answer: {column}
+output: {{part_size: {part_size}}}
+"""
