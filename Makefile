@@ -1,5 +1,6 @@
 # Quick start: `make demo` runs the main job on the embedded defaults; `make test` runs the tests.
-# Both create the virtualenv in .venv and install what they need on first use.
+# Both create the virtualenv in .venv and install what they need on first use (the first install
+# builds llama-cpp-python for the embedded model: a few minutes; pip caches the wheel after that).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ DATAMILL := $(VENV)/bin/datamill
 DEMO_OUT ?= runs/demo
 DEMO_SIZE ?= 5000
 
-.PHONY: demo test test-fast test-scale lint typecheck bench-lambda clean
+.PHONY: demo test test-fast test-scale lint typecheck bench-lambda bench-llm clean
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -17,7 +18,7 @@ $(PY):
 	@$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,llm,local]'
 	@touch $@
 
 demo: $(VENV)/.installed
@@ -49,6 +50,11 @@ test-scale: $(VENV)/.installed
 
 bench-lambda: $(VENV)/.installed
 	$(DATAMILL) bench lambda --size 120000 --workers 2
+
+bench-llm: $(VENV)/.installed
+	$(DATAMILL) bench llm --n 1000 --concurrency 64 --latency-ms 200 --repeat 3
+	$(DATAMILL) bench llm --n 2000 --concurrency 64 --latency-ms 0 --repeat 3
+	$(DATAMILL) bench embedded --n 16 --max-tokens 64
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -335,6 +335,16 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_embedded(args: argparse.Namespace) -> int:
+    from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
+
+    result = run_embedded_bench(args.n, args.max_tokens)
+    print_embedded_bench(result)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="datamill", description="Synthetic datasets at any size, reproducibly.")
     p.add_argument("--version", action="version", version=f"datamill {__version__}")
@@ -418,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--repeat", type=_positive, default=1, help="alternate the two measurements this many times")
     lp.add_argument("--json", help="also write the result as JSON to this file")
     lp.set_defaults(fn=cmd_bench_llm)
+    ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
+    ep.add_argument("--n", type=_positive, default=16)
+    ep.add_argument("--max-tokens", type=_positive, default=64)
+    ep.add_argument("--json", help="also write the result as JSON to this file")
+    ep.set_defaults(fn=cmd_bench_embedded)
     return p
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ class EmbeddedBackend:
         self._model_name = model or DEFAULT_MODEL
         self._path = Path(model) if model and model.endswith(".gguf") else default_model_path()
         self.n_ctx = n_ctx
-        self._threads = threads or max(1, (os.cpu_count() or 1))
+        self._threads = threads  # None: llama.cpp's own default (half the cores for generation)
         self._llm: Any = None
         self._lock = threading.Lock()
 
