@@ -107,8 +107,10 @@ class FakeServer:
         timeout_sleep_s: float = 5.0,
         echo_auth: bool = False,
         reject_formats: tuple[str, ...] = (),
+        max_context: int | None = None,
     ) -> None:
         self.reject_formats = reject_formats
+        self.max_context = max_context
         self.latency = latency_ms / 1000.0
         self.fault_rate = fault_rate
         self.rng = random.Random(seed)
@@ -151,6 +153,11 @@ class FakeServer:
                 if fmt in self.reject_formats:  # like llama.cpp's server refusing json_schema
                     self.statuses["rejected_format"] += 1
                     msg = {"error": {"message": f"response_format type {fmt} is not supported"}}
+                    return web.Response(status=400, body=orjson.dumps(msg))
+                words = sum(len((m.get("content") or "").split()) for m in payload.get("messages", []))
+                if self.max_context is not None and words > self.max_context:
+                    self.statuses["context_exceeded"] += 1
+                    msg = {"error": {"message": f"context length exceeded: {words} > {self.max_context} tokens"}}
                     return web.Response(status=400, body=orjson.dumps(msg))
                 if self.latency:
                     await asyncio.sleep(self.latency)

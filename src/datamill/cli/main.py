@@ -319,7 +319,13 @@ def cmd_serve_fake(args: argparse.Namespace) -> int:
     from datamill.bench.fake_server import FakeServer, serve
 
     server = FakeServer(
-        args.latency_ms, args.fault_rate, args.seed, args.timeout_sleep_s, args.echo_auth, tuple(args.reject_format)
+        args.latency_ms,
+        args.fault_rate,
+        args.seed,
+        args.timeout_sleep_s,
+        args.echo_auth,
+        tuple(args.reject_format),
+        args.max_context,
     )
     serve(args.host, args.port, server)
     return 0
@@ -340,6 +346,42 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
 
     result = run_embedded_bench(args.n, args.max_tokens)
     print_embedded_bench(result)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def cmd_probe_context(args: argparse.Namespace) -> int:
+    from datamill.llm import probe
+
+    if args.base_url:
+        if not args.model:
+            raise UsageError("probe context: --base-url needs --model")
+        key = None
+        if args.api_key_env:
+            key = os.environ.get(args.api_key_env)
+            if not key:
+                raise UsageError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+        result = probe.probe_served(args.base_url, args.model, key, args.max_words)
+    else:
+        try:
+            sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--sizes: expected comma-separated integers, got {args.sizes!r}") from None
+        if not sizes or min(sizes) < 64:
+            raise UsageError(f"--sizes: expected context sizes >= 64, got {args.sizes!r}")
+        result = probe.probe_embedded(sizes)
+    for row in result["sizes"]:
+        size = f"n_ctx {row['n_ctx']:>6}" if "n_ctx" in row else f"words {row['words']:>6}"
+        if row["ok"]:
+            rss = f"  peak RSS {row['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in row else ""
+            print(f"  {size}  ok  prompt {row['prompt_tokens']:,} tokens{rss}")
+        else:
+            print(f"  {size}  refused: {row['error']}")
+    mem = result["memory_per_context_token_kb"]
+    print(f"memory per context token: {'n/a' if mem is None else f'{mem:.1f} KB'}")
+    print(f"largest context that runs: {result['largest_context']:,} tokens")
+    print(f"recommended limit (80%): {result['recommended_limit']:,} tokens (set model.context_limit)")
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return 0
@@ -393,6 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allow-partial", action="store_true", help="merge even if slots have no part")
     sp.set_defaults(fn=cmd_merge)
 
+    sp = sub.add_parser("probe", help="measure a model's limits")
+    psub = sp.add_subparsers(dest="probe", required=True, parser_class=_Parser)
+    cp = psub.add_parser("context", help="memory per context token, largest context, safe limit (80%%)")
+    cp.add_argument("--sizes", default="512,1024,2048,4096,8192", help="embedded: context sizes to try")
+    cp.add_argument("--base-url", help="probe an OpenAI-compatible server instead of the embedded model")
+    cp.add_argument("--model", help="the served model's name (with --base-url)")
+    cp.add_argument("--api-key-env", help="environment variable holding the server's key")
+    cp.add_argument("--max-words", type=_positive, default=65_536, help="served: longest prompt to try")
+    cp.add_argument("--json", help="also write the result as JSON to this file")
+    cp.set_defaults(fn=cmd_probe_context)
+
     sp = sub.add_parser("report", help="reports on a run dir")
     sp.add_argument("dir")
     sp.add_argument("--telemetry", action="store_true", help="the LLM telemetry summary and drift flags")
@@ -420,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reject-format", action="append", default=[], choices=["json_schema", "json_object"],
         help="answer 400 to this response_format type (repeatable)",
     )  # fmt: skip
+    fp.add_argument("--max-context", type=_positive, help="answer 400 to prompts longer than this many words")
     fp.set_defaults(fn=cmd_serve_fake)
     lp = bsub.add_parser("llm", help="datamill vs raw aiohttp against the fake server, items/s ratio")
     lp.add_argument("--n", type=_positive, default=1000)

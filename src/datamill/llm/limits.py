@@ -48,12 +48,12 @@ class AdaptiveLimiter:
 
 
 class TokenBucket:
-    """``rate`` units per minute, bursting to one minute's worth."""
+    """``per_minute`` units per minute, bursting to one second's worth (at least one unit)."""
 
     def __init__(self, per_minute: int) -> None:
         self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self.tokens = float(per_minute)
+        self.capacity = max(1.0, self.rate)
+        self.tokens = self.capacity
         self.stamp = time.monotonic()
 
     async def take(self, n: float = 1.0) -> None:
