@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import orjson
-from helpers import cli_env
 
 from datamill.llm.telemetry import summarize
+from helpers import cli_env
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -77,7 +77,7 @@ def probe_embedded(sizes: list[int], fill: float = 0.9) -> dict[str, Any]:
 
     # llama.cpp must never be loaded in this process: its state does not survive the forks below.
     trained = int(_in_child(_trained_context)["n_ctx_train"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in sorted(sizes):
         if n > trained:
             rows.append({"n_ctx": n, "ok": False, "error": f"beyond the model's trained context ({trained})"})
@@ -111,7 +111,7 @@ def probe_served(
 
     async def main() -> list[dict[str, Any]]:
         backend = OpenAIBackend(base_url, model, api_key, timeout_s, 1)
-        rows = []
+        rows: list[dict[str, Any]] = []
         words = 256
         try:
             while words <= max_words:
@@ -140,5 +140,6 @@ def probe_served(
         "memory_per_context_token_kb": None,
         "largest_context": largest,
         "recommended_limit": int(largest * SAFE_SHARE),
-        "note": "largest prompt the server accepted (its own usage counts); the true limit lies below the first refused size",
+        "note": "largest prompt the server accepted (its own usage counts); "
+        "the true limit lies below the first refused size",
     }
