@@ -157,6 +157,41 @@ CASES = [
     ("invalid-yaml", HEAD + "columns:\n  a: {expr: '1'\n", 6, "", "invalid YAML"),
     ("duplicate-key", HEAD + "size: 4\ncolumns:\n  a: {expr: '1'}\n", 4, "", "invalid YAML"),
     ("not-a-mapping", "- name: t\n- size: 3\n", 1, "", "expected a mapping"),
+    (
+        "llm-unknown-column",
+        HEAD + "columns:\n  a:\n    llm: {prompt: 'Say {{ b }}'}\n",
+        6,
+        "columns.a.llm.prompt",
+        "unknown column 'b'",
+    ),
+    (
+        "llm-bad-schema",
+        HEAD + "columns:\n  a:\n    llm:\n      prompt: hi\n      schema: {type: 12}\n",
+        8,
+        "columns.a.llm.schema",
+        "not a valid JSON schema",
+    ),
+    (
+        "llm-bad-model-override",
+        HEAD + "columns:\n  a:\n    llm:\n      prompt: hi\n      model: {backend: openai}\n",
+        8,
+        "columns.a.llm.model",
+        "base_url",
+    ),
+    (
+        "llm-pack-part-size",
+        HEAD + "columns:\n  a: {llm: {prompt: hi, pack: 8}}\noutput: {part_size: 20}\n",
+        6,
+        "output.part_size",
+        "multiple of",
+    ),
+    (
+        "model-unknown-backend",
+        HEAD + "model: {backend: vllm}\ncolumns:\n  a: {expr: '1'}\n",
+        4,
+        "model.backend",
+        "embedded",
+    ),
 ]
 
 LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")
