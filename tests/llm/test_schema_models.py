@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+
 from helpers import cli_env
 
 MODELS = """
