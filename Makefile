@@ -25,6 +25,8 @@ demo: $(VENV)/.installed
 	$(DATAMILL) run lambda-traces --size $(DEMO_SIZE) --workers 2 --out $(DEMO_OUT)
 	$(DATAMILL) status $(DEMO_OUT)
 	@echo "first record:"; $(DATAMILL) cat $(DEMO_OUT) | head -n 1
+	$(DATAMILL) run examples/cards-embedded.yaml --workers 1 --out runs/demo-cards
+	@echo "LLM records (embedded SmolLM2):"; $(DATAMILL) cat runs/demo-cards | head -n 3
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests

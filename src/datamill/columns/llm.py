@@ -272,6 +272,11 @@ class LLM(Column):
                 resp: ChatResponse, round_: int = round_, holder: dict[str, Parsed] = holder
             ) -> tuple[str, str | None, list[str]]:
                 p = parse_structured(resp.text, self.check)
+                if not p.ok and resp.finish_reason == "length":
+                    p.error, p.detail = (
+                        "truncated",
+                        f"the reply hit max_tokens ({self.spec.max_tokens}) before it was complete",
+                    )
                 holder["p"] = p
                 repairs = [*p.repairs, *(["reask"] if round_ else [])]
                 if p.ok:

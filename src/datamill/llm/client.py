@@ -83,10 +83,11 @@ class LLMClient:
         self.cache = cache
         self.log = log
         self.usage = usage or Usage()
-        self.limiter = AdaptiveLimiter(spec.concurrency)
+        # The embedded model answers one request at a time: queueing more only hides latency.
+        self.limiter = AdaptiveLimiter(1 if backend.name == "embedded" else spec.concurrency)
         self.rpm = TokenBucket(spec.rpm) if spec.rpm else None
         self.tpm = TokenBucket(spec.tpm) if spec.tpm else None
-        self.model = spec.model or "default"
+        self.model = spec.model or backend.identity.split(":", 1)[1]
         self._price = (spec.price_prompt_per_1k, spec.price_completion_per_1k)
         self._secret = secret or None
         self.requests_sent = 0
