@@ -27,6 +27,7 @@ import orjson
 
 from datamill.columns import GeneratorContext
 from datamill.engine import LocalExecutor, Plan, execute
+from datamill.forked import in_fork
 from datamill.recipe import LoadedRecipe, load_file
 from datamill.recipes import builtin_path
 from datamill.seeds import slot_seed, sub_seed
@@ -50,21 +51,6 @@ def _peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) / 1024.0
-
-
-def _isolated(fn: Any, *args: Any) -> BenchResult:
-    """Run ``fn(*args)`` in a fresh forked process so its peak RSS is its own."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def target() -> None:
-        child.send(fn(*args))
-
-    proc = ctx.Process(target=target)
-    proc.start()
-    result: BenchResult = parent.recv()
-    proc.join()
-    return result
 
 
 def _bare_worker(args: tuple[LoadedRecipe, int, int, str]) -> int:
@@ -130,11 +116,11 @@ def run_lambda_bench(size: int, workers: int, seed: int = 0, keep: str | None = 
     loaded = load_file(path).with_overrides(size=size, seed=seed)
     tmp = Path(tempfile.mkdtemp(prefix="datamill-bench-"))
     try:
-        bare = _isolated(bench_bare, loaded, workers, tmp)
+        bare = in_fork(bench_bare, loaded, workers, tmp)
         for f in tmp.glob("bare-*.jsonl"):
             f.unlink()
         out = Path(keep) if keep else tmp / "run"
-        ours = _isolated(bench_datamill, loaded, text, workers, out)
+        ours = in_fork(bench_datamill, loaded, text, workers, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {

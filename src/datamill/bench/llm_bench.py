@@ -14,7 +14,6 @@ The ratio is datamill items/s over raw items/s.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import resource
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from datamill.forked import in_fork
 
 PROMPT = "Write one sentence about topic {n}"
 
@@ -69,9 +70,6 @@ def _raw(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
 
 
 def _datamill(base_url: str, n: int, concurrency: int, workdir: str) -> dict[str, Any]:
-    from datamill.engine import LocalExecutor, execute
-    from datamill.recipe import load_text
-
     text = f"""
 name: bench-llm
 seed: 1
@@ -82,28 +80,22 @@ columns:
   answer: {{llm: {{prompt: "{PROMPT.format(n="{{ topic }}")}", max_tokens: 64, temperature: 0.7}}}}
 output: {{part_size: {n}}}
 """
-    loaded = load_text(text, "bench-llm.yaml", Path(workdir))
+    return _timed_run(text, workdir)
+
+
+def _timed_run(text: str, workdir: str) -> dict[str, Any]:
+    """``datamill run`` of recipe ``text`` on one worker: items, seconds, CPU, peak RSS."""
+    from datamill.engine import LocalExecutor, execute
+    from datamill.recipe import load_text
+
+    loaded = load_text(text, "bench.yaml", Path(workdir))
     out = Path(workdir) / "run"
     cpu0, _ = _usage()
     t0 = time.perf_counter()
     summary = execute(loaded, text, out, executor=LocalExecutor(1))
     seconds = time.perf_counter() - t0
     cpu1, rss = _usage()
-    return {"items": summary.records, "seconds": seconds, "cpu_s": cpu1 - cpu0, "peak_rss_mb": rss}
-
-
-def _isolated(fn: Any, *args: Any) -> dict[str, Any]:
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def target() -> None:
-        child.send(fn(*args))
-
-    proc = ctx.Process(target=target)
-    proc.start()
-    result: dict[str, Any] = parent.recv()
-    proc.join()
-    return result
+    return {"items": summary.records, "seconds": seconds, "cpu_s": cpu1 - cpu0, "peak_rss_mb": rss, "out": str(out)}
 
 
 def _reset(root: str) -> None:
@@ -135,10 +127,10 @@ def run_llm_bench(n: int, concurrency: int, latency_ms: float, repeat: int = 1) 
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "datamill": []}
         for _ in range(repeat):
             _reset(root)
-            runs["raw"].append(_isolated(_raw, base_url, n, concurrency))
+            runs["raw"].append(in_fork(_raw, base_url, n, concurrency))
             with tempfile.TemporaryDirectory(prefix="datamill-bench-llm-") as tmp:
                 _reset(root)
-                runs["datamill"].append(_isolated(_datamill, base_url, n, concurrency, tmp))
+                runs["datamill"].append(in_fork(_datamill, base_url, n, concurrency, tmp))
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -201,9 +193,7 @@ def _embedded_bare(n: int, max_tokens: int) -> dict[str, Any]:
 
 
 def _embedded_datamill(n: int, max_tokens: int, workdir: str) -> dict[str, Any]:
-    from datamill.engine import LocalExecutor, execute
     from datamill.llm.telemetry import read_attempts
-    from datamill.recipe import load_text
 
     text = f"""
 name: bench-embedded
@@ -214,21 +204,10 @@ columns:
   answer: {{llm: {{prompt: "{EMBEDDED_PROMPT.format(n="{{ n }}")}", max_tokens: {max_tokens}, temperature: 0.7}}}}
 output: {{part_size: {n}}}
 """
-    loaded = load_text(text, "bench-embedded.yaml", Path(workdir))
-    out = Path(workdir) / "run"
-    cpu0, _ = _usage()
-    t0 = time.perf_counter()
-    summary = execute(loaded, text, out, executor=LocalExecutor(1))
-    seconds = time.perf_counter() - t0
-    cpu1, rss = _usage()
-    tokens = sum(int(a.get("completion_tokens") or 0) for a in read_attempts(out / "logs" / "attempts.jsonl"))
-    return {
-        "items": summary.records,
-        "completion_tokens": tokens,
-        "seconds": seconds,
-        "cpu_s": cpu1 - cpu0,
-        "peak_rss_mb": rss,
-    }
+    result = _timed_run(text, workdir)
+    attempts = read_attempts(Path(result["out"]) / "logs" / "attempts.jsonl")
+    result["completion_tokens"] = sum(int(a.get("completion_tokens") or 0) for a in attempts)
+    return result
 
 
 def run_embedded_bench(n: int, max_tokens: int) -> dict[str, Any]:
@@ -237,9 +216,9 @@ def run_embedded_bench(n: int, max_tokens: int) -> dict[str, Any]:
 
     import datamill.engine  # noqa: F401
 
-    bare = _isolated(_embedded_bare, n, max_tokens)
+    bare = in_fork(_embedded_bare, n, max_tokens)
     with tempfile.TemporaryDirectory(prefix="datamill-bench-emb-") as tmp:
-        ours = _isolated(_embedded_datamill, n, max_tokens, tmp)
+        ours = in_fork(_embedded_datamill, n, max_tokens, tmp)
     for r in (bare, ours):
         r["tokens_per_s"] = r["completion_tokens"] / r["seconds"]
         r["items_per_s"] = r["items"] / r["seconds"]

@@ -10,10 +10,11 @@ counts come from the server's usage numbers (memory is the server's business and
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import resource
 import time
 from typing import Any
+
+from datamill.forked import in_fork
 
 SAFE_SHARE = 0.8
 
@@ -48,20 +49,6 @@ def _trained_context() -> dict[str, Any]:
     return {"n_ctx_train": int(llm._model.n_ctx_train())}
 
 
-def _in_child(fn: Any, *args: Any) -> dict[str, Any]:
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def target() -> None:
-        child.send(fn(*args))
-
-    proc = ctx.Process(target=target)
-    proc.start()
-    result: dict[str, Any] = parent.recv() if parent.poll(3600) else {"ok": False, "error": "no answer"}
-    proc.join()
-    return result
-
-
 def _slope(points: list[tuple[float, float]]) -> float | None:
     if len(points) < 2:
         return None
@@ -76,13 +63,16 @@ def probe_embedded(sizes: list[int], fill: float = 0.9) -> dict[str, Any]:
     from datamill.llm.backends.embedded import DEFAULT_MODEL
 
     # llama.cpp must never be loaded in this process: its state does not survive the forks below.
-    trained = int(_in_child(_trained_context)["n_ctx_train"])
+    trained = int(in_fork(_trained_context)["n_ctx_train"])
     rows: list[dict[str, Any]] = []
     for n in sorted(sizes):
         if n > trained:
             rows.append({"n_ctx": n, "ok": False, "error": f"beyond the model's trained context ({trained})"})
             break
-        row = _in_child(_embedded_one, n, fill)
+        try:
+            row = in_fork(_embedded_one, n, fill)
+        except RuntimeError as exc:  # the child died: out of memory, or llama.cpp aborted
+            row = {"n_ctx": n, "ok": False, "error": str(exc)}
         rows.append(row)
         if not row["ok"]:
             break

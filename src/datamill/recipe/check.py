@@ -147,15 +147,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
         where = ("columns", name)
         if isinstance(col, (ExpressionColumn, TemplateColumn)):
             field = "expr" if isinstance(col, ExpressionColumn) else "template"
-            try:
-                ast = JINJA.parse(template_source(col))
-            except jinja2.TemplateSyntaxError as exc:
-                raise loc.error((*where, field), f"invalid Jinja2 {field}: {exc.message}") from None
-            for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
-                if var not in recipe.columns and var not in CONTEXT_NAMES:
-                    raise loc.error((*where, field), f"unknown column {var!r}; expected one of: {known}")
-                if var == name:
-                    raise loc.error((*where, field), f"column {name!r} refers to itself")
+            _check_template(loaded, name, (*where, field), template_source(col), f"Jinja2 {field}")
         elif isinstance(col, LLMColumn):
             _check_llm(loaded, name, col, known)
         elif isinstance(col, ConditionalSampler):
@@ -191,6 +183,20 @@ def check_recipe(loaded: LoadedRecipe) -> None:
     _check_cycles(loaded)
 
 
+def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src: str, what: str) -> None:
+    """Jinja2 source of column ``name`` must parse and name only columns and context names."""
+    recipe, loc = loaded.recipe, loaded.locator
+    try:
+        ast = JINJA.parse(src)
+    except jinja2.TemplateSyntaxError as exc:
+        raise loc.error(where, f"invalid {what}: {exc.message}") from None
+    for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
+        if var not in recipe.columns and var not in CONTEXT_NAMES:
+            raise loc.error(where, f"unknown column {var!r}; expected one of: {', '.join(recipe.columns)}")
+        if var == name:
+            raise loc.error(where, f"column {name!r} refers to itself")
+
+
 def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> None:
     import jsonschema
     from pydantic import ValidationError
@@ -198,15 +204,7 @@ def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> N
     recipe, loc = loaded.recipe, loaded.locator
     where = ("columns", name, "llm")
     for field, src in llm_templates(col).items():
-        try:
-            ast = JINJA.parse(src)
-        except jinja2.TemplateSyntaxError as exc:
-            raise loc.error((*where, field), f"invalid Jinja2 template: {exc.message}") from None
-        for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
-            if var not in recipe.columns and var not in CONTEXT_NAMES:
-                raise loc.error((*where, field), f"unknown column {var!r}; expected one of: {known}")
-            if var == name:
-                raise loc.error((*where, field), f"column {name!r} refers to itself")
+        _check_template(loaded, name, (*where, field), src, "Jinja2 template")
     try:
         column_model(recipe, col)
     except ValidationError as exc:
