@@ -18,7 +18,7 @@ $(PY):
 	@$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev,llm,local]'
+	$(PY) -m pip install -q -e '.[dev,llm,local,quality]'
 	@touch $@
 
 demo: $(VENV)/.installed

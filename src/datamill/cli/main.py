@@ -227,6 +227,48 @@ def _print_telemetry(run_dir: Path, write: bool = False, full: bool = False) -> 
     return t
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from datamill.quality import load_gates, verify
+    from datamill.store import RunDir, atomic
+
+    target = Path(args.target)
+    gates = []
+    if target.is_dir():
+        manifest = RunDir(target).manifest()
+        from datamill.recipe.model import GateSpec
+
+        gates = [GateSpec.model_validate(g) for g in manifest["recipe"].get("gates") or []]
+    if args.gates:
+        gates += load_gates(args.gates)
+    report = verify(target, tokenizer=args.tokenizer, gates=gates, perf_budget_sec_per_100=args.perf_budget_sec_per_100,
+                    count_tokens=not args.no_tokens)  # fmt: skip
+    out = Path(args.report) if args.report else (target / "reports" / "verify.json" if target.is_dir() else None)
+    if out is not None:
+        if not out.parent.is_dir():
+            raise UsageError(f"--report: {out.parent}: no such directory")
+        atomic.write_bytes(out, orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    h, s = report["header"], report["summary"]
+    print(f"verify {h['source']}: {h['num_items']:,} items, {s['time_per_100_items']:.3f} s per 100 items")
+    for name, stats in s["fields"].items():
+        tok = stats.get("tokens")
+        tok_s = f"; tokens p10/p50/p90/max {tok['p10']}/{tok['p50']}/{tok['p90']}/{tok['max']}" if tok else ""
+        c = stats["chars"]
+        print(f"  {name}: chars p10/p50/p90/max {c['p10']}/{c['p50']}/{c['p90']}/{c['max']}{tok_s}")
+    if s["duplicate_sample_id_count"]:
+        shown = ", ".join(s["duplicate_sample_ids"][:5])
+        print(f"FAIL duplicate_sample_ids: {s['duplicate_sample_id_count']:,} ({shown})")
+    for g in s["gates"]:
+        bound = " ".join(x for x in (f"min {g['min']:g}" if g["min"] is not None else "",
+                                     f"max {g['max']:g}" if g["max"] is not None else "") if x)  # fmt: skip
+        verdict = "PASS" if g["passed"] else ("FAIL" if g["severity"] == "fail" else "WARN")
+        print(
+            f"{verdict} {g['metric']} = {g['value']} ({bound}, {g['severity']}){': ' + g['reason'] if g['reason'] else ''}"
+        )
+    if out is not None:
+        print(f"report: {out}")
+    return 0 if s["passed"] else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from datamill.store import RunDir
 
@@ -434,6 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--allow-partial", action="store_true", help="merge even if slots have no part")
     sp.set_defaults(fn=cmd_merge)
+
+    sp = sub.add_parser("verify", help="a quality report with gates on a run dir or a dataset file")
+    sp.add_argument("target", help="run dir, or a .jsonl / .jsonl.zst / .parquet file")
+    sp.add_argument("--report", help="where to write the JSON report (default: RUN/reports/verify.json)")
+    sp.add_argument("--tokenizer", help="Hugging Face tokenizer.json or its directory (default ships in a package)")
+    sp.add_argument("--gates", help="YAML file of gates (added to the recipe's gates)")
+    sp.add_argument("--perf-budget-sec-per-100", type=float, help="warn when verify takes longer per 100 items")
+    sp.add_argument("--no-tokens", action="store_true", help="skip token counts")
+    sp.set_defaults(fn=cmd_verify)
 
     sp = sub.add_parser("probe", help="measure a model's limits")
     psub = sp.add_subparsers(dest="probe", required=True, parser_class=_Parser)

@@ -165,6 +165,7 @@ OPERATIONAL_MODEL_KEYS = frozenset(
 def recipe_hash(recipe: Recipe) -> str:
     """A stable hash of everything in the recipe that decides its output."""
     data = recipe.model_dump(mode="json")
+    data.pop("gates", None)  # gates judge the output; they do not decide it
     if data.get("model"):
         data["model"] = {k: v for k, v in data["model"].items() if k not in OPERATIONAL_MODEL_KEYS}
     for col in data["columns"].values():

@@ -265,6 +265,21 @@ class Output(_Strict):
     part_size: int = Field(1000, ge=1, description="slots per part")
 
 
+class GateSpec(_Strict):
+    """A bound on a quality metric: ``{metric: tokens.prompt.p90, max: 8000, severity: warn}``."""
+
+    metric: str = Field(min_length=1)
+    min: float | None = None
+    max: float | None = None
+    severity: Literal["fail", "warn"] = "fail"
+
+    @model_validator(mode="after")
+    def _bounded(self) -> GateSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("expected min, max or both")
+        return self
+
+
 class Recipe(_Strict):
     """A dataset declaration, validated."""
 
@@ -278,6 +293,7 @@ class Recipe(_Strict):
     cycles: dict[str, list[Any]] = Field(default_factory=dict)
     output: Output = Field(default_factory=lambda: Output.model_validate({}))
     model: ModelSpec | None = None
+    gates: list[GateSpec] = Field(default_factory=list)
 
     @field_validator("version", mode="before")
     @classmethod

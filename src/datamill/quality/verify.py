@@ -1,0 +1,265 @@
+"""``datamill verify``: a report on a run dir or a dataset file, with gates.
+
+Reads only through :mod:`datamill.store` (run dirs, part files, JSONL files). Token lengths are
+counted for every item, batch-encoded; text metrics (openings, trigrams, diversity) run on a
+deterministic sample of up to ``SAMPLE`` items per field so memory stays flat in N.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datamill.errors import InputError
+from datamill.quality import metrics as m
+from datamill.quality.gates import evaluate
+from datamill.quality.tokenize import TokenCounter
+from datamill.recipe.model import GateSpec
+from datamill.store import RunDir
+from datamill.store.formats import iter_lines
+
+REPORT_VERSION = 1
+SAMPLE = 5000
+TOKEN_BATCH = 2048
+MAX_CATEGORIES = 30  # a string field with more distinct values is text, not a category
+SKIP_FIELDS = frozenset({"sample_id"})
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"p10": 0, "p50": 0, "p90": 0, "max": 0, "mean": 0.0}
+    s = sorted(values)
+
+    def q(f: float) -> int:
+        return s[min(len(s) - 1, int(f * len(s)))]
+
+    return {"p10": q(0.10), "p50": q(0.50), "p90": q(0.90), "max": s[-1], "mean": round(sum(s) / len(s), 2)}
+
+
+def open_source(target: str | Path) -> tuple[Iterator[bytes], dict[str, Any] | None, str]:
+    """JSONL lines of a run dir (in slot order) or of a dataset file, the manifest if any, a label."""
+    p = Path(target)
+    if p.is_dir():
+        rd = RunDir(p)
+        manifest = rd.manifest()
+
+        def lines() -> Iterator[bytes]:
+            for part in rd.parts():
+                yield from iter_lines(part.path)
+
+        return lines(), manifest, str(p)
+    if not p.is_file():
+        raise InputError(f"verify: {target}: no such run dir or file")
+    return iter_lines(p), None, str(p)
+
+
+def _declared_categories(manifest: dict[str, Any] | None) -> dict[str, list[Any]]:
+    if not manifest:
+        return {}
+    out: dict[str, list[Any]] = {}
+    for name, col in manifest["recipe"]["columns"].items():
+        if col.get("sampler") == "categorical" and col.get("emit", True):
+            out[name] = list(col["values"])
+        elif col.get("sampler") == "conditional" and col.get("emit", True):
+            vals: list[Any] = []
+            for row in col["table"].values():
+                vals.extend(v for v in row if v not in vals)
+            out[name] = vals
+    return out
+
+
+def _mi(pairs: Counter[tuple[Any, Any]]) -> float:
+    a: Counter[Any] = Counter()
+    b: Counter[Any] = Counter()
+    for (x, y), c in pairs.items():
+        a[x] += c
+        b[y] += c
+    n = sum(pairs.values())
+    return sum((c / n) * math.log2(c * n / (a[x] * b[y])) for (x, y), c in pairs.items()) if n else 0.0
+
+
+class _Field:
+    __slots__ = ("chars", "sample", "seen", "tokens")
+
+    def __init__(self) -> None:
+        self.chars: list[int] = []
+        self.tokens: list[int] = []
+        self.sample: list[str] = []
+        self.seen = 0
+
+
+def verify(
+    target: str | Path,
+    tokenizer: str | Path | None = None,
+    gates: list[GateSpec] | None = None,
+    perf_budget_sec_per_100: float | None = None,
+    count_tokens: bool = True,
+) -> dict[str, Any]:
+    """Build the verify report of ``target`` (see the module docstring); gates are evaluated."""
+    t0 = time.perf_counter()
+    lines, manifest, label = open_source(target)
+    counter = TokenCounter(tokenizer) if count_tokens else None
+    declared = _declared_categories(manifest)
+    rng = random.Random(0)
+    fields: dict[str, _Field] = {}
+    cats: dict[str, Counter[Any]] = {k: Counter() for k in declared}
+    maybe_cats: dict[str, Counter[str] | None] = {}
+    seen_ids: set[str] = set()
+    dups: list[str] = []
+    slot_cells: Counter[tuple[Any, ...]] = Counter()
+    quota_keys = list(((manifest or {}).get("plan", {}).get("quota_cells") or [{"values": {}}])[0]["values"])
+    cat_keys = list(declared)
+    joint: Counter[tuple[Any, ...]] = Counter()  # declared categories together, for mutual information
+    pending: list[tuple[_Field, str]] = []
+    n = 0
+
+    def flush() -> None:
+        if counter is not None and pending:
+            for (f, _), c in zip(pending, counter.count([t for _, t in pending]), strict=True):
+                f.tokens.append(c)
+        pending.clear()
+
+    for line in lines:
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise InputError(f"verify: {label}: line {n + 1} is not JSON") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"verify: {label}: line {n + 1} is not a JSON object")
+        n += 1
+        sid = rec.get("sample_id")
+        if sid is not None:
+            if sid in seen_ids:
+                dups.append(str(sid))
+            else:
+                seen_ids.add(sid)
+            if quota_keys and str(sid).endswith(":0"):
+                slot_cells[tuple(rec.get(k) for k in quota_keys)] += 1
+        if len(cat_keys) > 1:
+            joint[tuple(repr(rec.get(k)) for k in cat_keys)] += 1
+        for key, value in rec.items():
+            if key in SKIP_FIELDS:
+                continue
+            if key in cats:
+                cats[key][value] += 1
+            if isinstance(value, str):
+                f = fields.get(key)
+                if f is None:
+                    f = fields[key] = _Field()
+                f.chars.append(len(value))
+                pending.append((f, value))
+                f.seen += 1
+                if len(f.sample) < SAMPLE:
+                    f.sample.append(value)
+                else:
+                    j = rng.randrange(f.seen)
+                    if j < SAMPLE:
+                        f.sample[j] = value
+                if key not in cats:
+                    mc = maybe_cats.get(key, Counter())
+                    if mc is not None:
+                        mc[value] += 1
+                        maybe_cats[key] = mc if len(mc) <= MAX_CATEGORIES else None
+        if len(pending) >= TOKEN_BATCH:
+            flush()
+    flush()
+    if n == 0:
+        raise InputError(f"verify: {label}: no records")
+
+    histograms = {k: dict(v) for k, v in cats.items()}
+    for k, mc in maybe_cats.items():
+        if mc is not None and len(mc) < n:  # repeated values: a category, not free text
+            histograms[k] = dict(mc)
+    summary_fields = {
+        k: {"chars": _percentiles(f.chars), **({"tokens": _percentiles(f.tokens)} if counter else {})}
+        for k, f in fields.items()
+    }
+    flat: dict[str, Any] = {"num_items": n, "duplicate_sample_ids": len(dups)}
+    for k, units in summary_fields.items():
+        for unit, stats in units.items():
+            for stat, v in stats.items():
+                flat[f"{unit}.{k}.{stat}"] = v
+    collapse: dict[str, str | None] = {}
+    for k, f in fields.items():
+        if k in histograms:
+            continue
+        sample = f.sample
+        flat[f"opening_entropy.{k}"] = round(m.opening_entropy(sample), 4)
+        flat[f"trigram_repetition.{k}"] = round(m.trigram_repetition(sample), 4)
+        flat[f"lexical_diversity.{k}"] = round(m.lexical_diversity(sample), 4)
+        flat[f"starter_variety.{k}"] = round(m.starter_variety(sample), 4)
+        flat[f"uniqueness.{k}"] = round(m.uniqueness(sample), 4)
+        for metric in ("opening_entropy", "trigram_repetition"):
+            collapse[f"{metric}.{k}"] = m.collapse_level(metric, flat[f"{metric}.{k}"])
+    for k, h in histograms.items():
+        values = [v for v, c in h.items() for _ in range(c)]
+        flat[f"top10_share.{k}"] = round(m.top_k_share(values, 10), 4)
+        flat[f"uniqueness.{k}"] = round(len(h) / max(1, sum(h.values())), 4)
+    quota = []
+    if manifest and quota_keys:
+        worst = 0.0
+        for cell in manifest["plan"]["quota_cells"]:
+            key = tuple(cell["values"][q] for q in quota_keys)
+            actual = slot_cells.get(key, 0)
+            quota.append(
+                {"values": cell["values"], "planned": cell["count"], "actual": actual, "ok": actual == cell["count"]}
+            )
+            worst = max(worst, abs(actual - cell["count"]) / max(1, manifest["plan"]["slots"]))
+        flat["quota.max_deviation"] = round(worst, 6)
+    if manifest:
+        targets = {
+            name: dict(zip(col["values"], col.get("weights") or [1] * len(col["values"]), strict=False))
+            for name, col in manifest["recipe"]["columns"].items()
+            if col.get("sampler") == "categorical" and name not in (manifest["recipe"].get("quotas") or {})
+        }
+        for name, tw in targets.items():
+            if name in cats:
+                flat[f"category_balance.{name}"] = round(m.category_balance(cats[name], tw), 4)
+    for i, a in enumerate(cat_keys):
+        for j in range(i + 1, len(cat_keys)):
+            pairs: Counter[tuple[Any, Any]] = Counter()
+            for combo, c in joint.items():
+                pairs[(combo[i], combo[j])] += c
+            flat[f"mutual_information.{a}.{cat_keys[j]}"] = round(_mi(pairs), 4)
+    seconds = time.perf_counter() - t0
+    flat["time_per_100_items"] = round(seconds / n * 100, 4)
+    all_gates = list(gates or [])
+    if perf_budget_sec_per_100 is not None:
+        all_gates.append(GateSpec(metric="time_per_100_items", max=perf_budget_sec_per_100, severity="warn"))
+    gate_results = evaluate(all_gates, flat)
+    report = {
+        "header": {
+            "report_version": REPORT_VERSION,
+            "num_items": n,
+            "source": label,
+            "recipe": None
+            if not manifest
+            else {
+                "name": manifest["recipe_name"],
+                "version": manifest["recipe"]["version"],
+                "hash": manifest["recipe_hash"],
+            },
+            "categories": {k: dict(v) for k, v in cats.items()},
+        },
+        "summary": {
+            "fields": summary_fields,
+            "histograms": histograms,
+            "quota": quota,
+            "duplicate_sample_ids": dups[:1000],
+            "duplicate_sample_id_count": len(dups),
+            "metrics": flat,
+            "collapse": collapse,
+            "time_per_100_items": flat["time_per_100_items"],
+            "tokenizer": str(counter.path) if counter else None,
+            "gates": gate_results,
+            "passed": not dups and all(g["passed"] or g["severity"] == "warn" for g in gate_results),
+        },
+    }
+    return report
