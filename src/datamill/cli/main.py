@@ -261,9 +261,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         bound = " ".join(x for x in (f"min {g['min']:g}" if g["min"] is not None else "",
                                      f"max {g['max']:g}" if g["max"] is not None else "") if x)  # fmt: skip
         verdict = "PASS" if g["passed"] else ("FAIL" if g["severity"] == "fail" else "WARN")
-        print(
-            f"{verdict} {g['metric']} = {g['value']} ({bound}, {g['severity']}){': ' + g['reason'] if g['reason'] else ''}"
-        )
+        why = f": {g['reason']}" if g["reason"] else ""
+        print(f"{verdict} {g['metric']} = {g['value']} ({bound}, {g['severity']}){why}")
     if out is not None:
         print(f"report: {out}")
     return 0 if s["passed"] else 1
