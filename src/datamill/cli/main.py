@@ -382,6 +382,17 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_verify(args: argparse.Namespace) -> int:
+    from datamill.bench.verify_bench import run_verify_bench
+
+    r = run_verify_bench(args.n, args.tokens, args.repeat)
+    print(f"verify bench: {r['n']:,} items of ~{r['mean_tokens']:,.0f} tokens (best of {args.repeat})")
+    print(f"  datamill verify  {r['verify_s']:>7.3f}s  {r['verify_s_per_100']:.4f} s per 100 items")
+    print(f"  bare tokenize    {r['bare_s']:>7.3f}s  {r['bare_s_per_100']:.4f} s per 100 items")
+    print(f"  ratio verify/bare: {r['ratio']:.3f} (time; lower is better)")
+    return 0
+
+
 def cmd_bench_embedded(args: argparse.Namespace) -> int:
     from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
 
@@ -532,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--repeat", type=_positive, default=1, help="alternate the two measurements this many times")
     lp.add_argument("--json", help="also write the result as JSON to this file")
     lp.set_defaults(fn=cmd_bench_llm)
+    vp = bsub.add_parser("verify", help="verify with token lengths vs bare tokenization of the same items")
+    vp.add_argument("--n", type=_positive, default=2000)
+    vp.add_argument("--tokens", type=_positive, default=1500, help="mean tokens per item")
+    vp.add_argument("--repeat", type=_positive, default=3)
+    vp.set_defaults(fn=cmd_bench_verify)
     ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
     ep.add_argument("--n", type=_positive, default=16)
     ep.add_argument("--max-tokens", type=_positive, default=64)
