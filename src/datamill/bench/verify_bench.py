@@ -17,7 +17,36 @@ import orjson
 
 from datamill.forked import in_fork
 
-WORDS = ["model", "data", "tool", "context", "answer", "question", "river", "number", "green", "quickly", "system", "table", "merge", "slot", "shard", "token", "prompt", "reason", "plan", "value", "field", "result", "check", "error", "cache", "parse", "record", "stream"]
+WORDS = [
+    "model",
+    "data",
+    "tool",
+    "context",
+    "answer",
+    "question",
+    "river",
+    "number",
+    "green",
+    "quickly",
+    "system",
+    "table",
+    "merge",
+    "slot",
+    "shard",
+    "token",
+    "prompt",
+    "reason",
+    "plan",
+    "value",
+    "field",
+    "result",
+    "check",
+    "error",
+    "cache",
+    "parse",
+    "record",
+    "stream",
+]
 
 
 def make_items(path: Path, n: int, tokens: int, seed: int = 0) -> None:
