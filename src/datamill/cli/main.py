@@ -181,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"... and {s.slots_failed - len(s.failed_examples):,} more failed slots "
             f"in {Path(args.out) / 'logs/run.jsonl'}"
         )
+    if loaded.recipe.dedup is not None and s.stopped == "completed" and not s.slots_failed:
+        _dedup_if_complete(Path(args.out), loaded.recipe.dedup)
     if s.stopped == "budget":
         print(f"stopped: {s.stop_detail}; committed parts are kept, re-run with a larger budget to resume")
     _print_telemetry(Path(args.out), write=True)
@@ -225,6 +227,37 @@ def _print_telemetry(run_dir: Path, write: bool = False, full: bool = False) -> 
     if flags or full:
         print("llm drift: " + (", ".join(flags) or "none (first vs last window)"))
     return t
+
+
+def _dedup_if_complete(out: Path, spec: Any) -> None:
+    from datamill.engine import run_status
+    from datamill.quality.dedup import dedup_run
+
+    if run_status(out).summary.slots_remaining:
+        print("dedup: waiting for the other shards (runs when every slot is done: `datamill dedup DIR`)")
+        return
+    res = dedup_run(out, spec.method, spec.threshold, spec.fields, spec.rounds)
+    _print_dedup(res)
+
+
+def _print_dedup(res: Any) -> None:
+    rounds = ", ".join(f"round {r['round']}: {r['count']}" for r in res.rounds) or "none"
+    print(f"dedup ({res.method}): rejected per round: {rounds}; left rejected: {len(res.left_rejected)}")
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from datamill.quality.dedup import dedup_run
+    from datamill.store import RunDir
+
+    spec = RunDir(args.dir).manifest()["recipe"].get("dedup") or {}
+    method = args.method or spec.get("method") or "exact"
+    threshold = args.threshold if args.threshold is not None else spec.get("threshold")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise UsageError(f"--threshold: expected a similarity in (0, 1], got {threshold}")
+    res = dedup_run(args.dir, method, threshold, args.field or spec.get("fields"), args.rounds or spec.get("rounds", 3),
+                    write=not args.dry_run)  # fmt: skip
+    _print_dedup(res)
+    return 0 if not res.left_rejected else 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -495,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--perf-budget-sec-per-100", type=float, help="warn when verify takes longer per 100 items")
     sp.add_argument("--no-tokens", action="store_true", help="skip token counts")
     sp.set_defaults(fn=cmd_verify)
+
+    sp = sub.add_parser("dedup", help="order-independent dedup of a run dir, regenerating rejected slots")
+    sp.add_argument("dir")
+    sp.add_argument("--method", choices=["exact", "structural", "minhash"])
+    sp.add_argument("--threshold", type=float, help="minhash: Jaccard similarity (default 0.8)")
+    sp.add_argument("--field", action="append", help="field(s) to compare (default: every string field but ids)")
+    sp.add_argument("--rounds", type=_positive, help="regeneration rounds (default 3)")
+    sp.add_argument("--dry-run", action="store_true", help="report, rewrite nothing")
+    sp.set_defaults(fn=cmd_dedup)
 
     sp = sub.add_parser("probe", help="measure a model's limits")
     psub = sp.add_subparsers(dest="probe", required=True, parser_class=_Parser)

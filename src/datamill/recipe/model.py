@@ -280,6 +280,15 @@ class GateSpec(_Strict):
         return self
 
 
+class DedupSpec(_Strict):
+    """``dedup: {method, threshold, fields, rounds}``: applied when a run completes."""
+
+    method: Literal["exact", "structural", "minhash"] = "exact"
+    threshold: float | None = Field(None, gt=0, le=1, description="minhash: Jaccard similarity")
+    fields: list[str] | None = None
+    rounds: int = Field(3, ge=1)
+
+
 class Recipe(_Strict):
     """A dataset declaration, validated."""
 
@@ -294,6 +303,7 @@ class Recipe(_Strict):
     output: Output = Field(default_factory=lambda: Output.model_validate({}))
     model: ModelSpec | None = None
     gates: list[GateSpec] = Field(default_factory=list)
+    dedup: DedupSpec | None = None
 
     @field_validator("version", mode="before")
     @classmethod

@@ -1,0 +1,54 @@
+"""Near duplicates by MinHash LSH (rensa): word 3-shingles, 128 permutations, 16 bands of 8 rows.
+
+Candidates come from LSH buckets, then each candidate pair is kept only if its estimated
+Jaccard similarity is at least ``threshold`` (default 0.8). Bucket membership depends only on a
+text's own digest, so the pairs found do not depend on the order texts arrive in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from datamill.errors import UsageError
+
+_WORD = re.compile(r"\w+")
+NUM_PERM = 128
+BANDS = 16
+SEED = 42
+
+
+def shingles(text: str, k: int = 3) -> list[str]:
+    w = _WORD.findall(text.lower())
+    if len(w) < k:
+        return [" ".join(w)] if w else [""]
+    return [" ".join(w[i : i + k]) for i in range(len(w) - k + 1)]
+
+
+class MinHash:
+    name = "minhash"
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        try:
+            import rensa  # noqa: F401
+        except ImportError:
+            raise UsageError("minhash dedup needs rensa: pip install 'datamill[quality]'") from None
+        self.threshold = threshold
+
+    def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
+        from rensa import RMinHash, RMinHashLSH
+
+        hashes = []
+        for t in texts:
+            m = RMinHash(num_perm=NUM_PERM, seed=SEED)
+            m.update(shingles(t))
+            hashes.append(m)
+        lsh = RMinHashLSH(threshold=self.threshold, num_perm=NUM_PERM, num_bands=BANDS)
+        for i, m in enumerate(hashes):
+            lsh.insert(i, m)
+        out = []
+        for i, m in enumerate(hashes):
+            for j in lsh.query(m):
+                if j > i and m.jaccard(hashes[j]) >= self.threshold:
+                    out.append((i, j))
+        return out

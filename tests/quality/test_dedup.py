@@ -1,0 +1,125 @@
+"""Dedup: order independence, the documented MinHash threshold, regeneration rounds."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from datamill.quality.dedup import make_method, rejected_slots
+from datamill.quality.dedup.structural import shape
+
+BASE = (
+    "the river system carries fresh water from the northern hills through three old towns and "
+    "into a wide delta where farmers grow rice beans and melons during the long dry summer months "
+    "while fishing boats wait at the harbour for the tide to turn and the evening markets open with "
+    "bread cheese olives and honey sold by families who have traded there for many generations"
+)
+
+
+def jaccard(a: str, b: str) -> float:
+    """Exact Jaccard of word 3-shingles, computed here independently of rensa."""
+
+    def sh(t: str) -> set[tuple[str, ...]]:
+        w = t.lower().split()
+        return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
+
+    x, y = sh(a), sh(b)
+    return len(x & y) / len(x | y)
+
+
+def variant(words_to_change: int, seed: int) -> str:
+    rng = random.Random(seed)
+    w = BASE.split()
+    for i in rng.sample(range(len(w)), words_to_change):
+        w[i] = f"zz{seed}x{i}"
+    return " ".join(w)
+
+
+def test_minhash_catches_planted_near_duplicates_at_the_threshold() -> None:
+    far = [
+        f"completely different sentence number {i} about " + " ".join(f"w{i}_{k}" for k in range(25)) for i in range(30)
+    ]
+    near = [variant(1, s) for s in range(10)]  # one word changed of 64: Jaccard ~0.91
+    texts = far + [BASE] + near
+    records = [(i, t) for i, t in enumerate(texts)]
+    for t in near:
+        assert jaccard(BASE, t) >= 0.88
+    rejected = rejected_slots(records, make_method("minhash", 0.8))
+    # Every planted near-duplicate goes; the lowest slot of the cluster (BASE, slot 30) stays.
+    assert rejected >= set(range(31, 41))
+    assert 30 not in rejected
+    assert not rejected & set(range(30))
+    # Pairs well below the threshold are not merged.
+    distant = variant(20, 99)
+    assert jaccard(BASE, distant) < 0.4
+    assert rejected_slots([(0, BASE), (1, distant)], make_method("minhash", 0.8)) == set()
+
+
+@pytest.mark.parametrize("method", ["exact", "structural", "minhash"])
+def test_kept_set_does_not_depend_on_arrival_order(method: str) -> None:
+    rng = random.Random(7)
+    texts = [f"Alice bought {rng.randint(1, 5)} apples for the 'picnic' at noon." for _ in range(40)]
+    texts += [variant(1, s) for s in range(20)] + [f"unique text {i} " + "x " * i for i in range(20)]
+    records = [(slot, t) for slot, t in enumerate(texts)]
+    m = make_method(method)
+    want = rejected_slots(records, m)
+    assert want  # the set has duplicates to find
+    for seed in range(5):
+        shuffled = records[:]
+        random.Random(seed).shuffle(shuffled)
+        assert rejected_slots(shuffled, m) == want
+
+
+def test_exact_and_structural_normalisation() -> None:
+    assert rejected_slots([(0, "Hello,  World!"), (1, "hello world")], make_method("exact")) == {1}
+    assert shape('Ask Maria for 3 "red" pens') == shape('Ask Peter for 12 "blue" pens')
+    assert rejected_slots(
+        [(5, 'Ask Maria for 3 "red" pens'), (2, 'Ask Peter for 12 "blue" pens')], make_method("structural")
+    ) == {5}
+
+
+GEN = """
+def pick(ctx):
+    # Attempt 0 draws from 3 phrases (many duplicates); later attempts from a large space.
+    k = 3 if ctx.attempt == 0 else 10**9
+    yield {"text": f"phrase {ctx.rng.randrange(k)} for the dataset"}
+"""
+
+
+def test_dedup_rounds_regenerate_rejected_slots_until_clean(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "gen.py").write_text(GEN)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: d\nsize: 40\ncolumns:\n  g: {generator: './gen.py:pick'}\noutput: {part_size: 10}\n")
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert run_cli("run", str(recipe), "--out", str(out)).returncode == 0
+        res = run_cli("dedup", str(out), "--method", "exact")
+        assert res.returncode == 0, res.stdout + res.stderr
+        runs.append(run_cli("cat", str(out)).stdout)
+    assert runs[0] == runs[1]  # regeneration uses attempt seeds: deterministic
+    recs = [orjson.loads(x) for x in runs[0].splitlines()]
+    assert len(recs) == 40 and len({r["text"] for r in recs}) == 40
+    report = orjson.loads((tmp_path / "a" / "reports" / "dedup.json").read_bytes())
+    assert report["rounds"][0]["round"] == 1 and report["rounds"][0]["count"] == 37  # 3 kept of 40
+    assert report["left_rejected"] == []
+    # Kept slots are the lowest of each original cluster: their attempt-0 text is unchanged.
+    kept = sorted(set(range(40)) - set(map(int, report["regenerated_slots"])))
+    assert len(kept) == 3 and kept[0] == 0
+    assert run_cli("verify", str(tmp_path / "a"), "--no-tokens").returncode == 0
+
+
+def test_dedup_leaves_out_what_stays_duplicated(run_cli, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: d\nsize: 12\ncolumns:\n  a: {sampler: integer, low: 1, high: 2}\n  t: {template: 'n {{ a }}'}\n"
+    )
+    out = tmp_path / "run"
+    assert run_cli("run", str(recipe), "--out", str(out)).returncode == 0
+    res = run_cli("dedup", str(out), "--rounds", "2")
+    assert res.returncode == 1 and "left rejected: 10" in res.stdout
+    recs = [orjson.loads(x) for x in run_cli("cat", str(out)).stdout.splitlines()]
+    assert sorted(r["t"] for r in recs) == ["n 1", "n 2"]
