@@ -43,7 +43,7 @@ def test_minhash_catches_planted_near_duplicates_at_the_threshold() -> None:
         f"completely different sentence number {i} about " + " ".join(f"w{i}_{k}" for k in range(25)) for i in range(30)
     ]
     near = [variant(1, s) for s in range(10)]  # one word changed of 64: Jaccard ~0.91
-    texts = far + [BASE] + near
+    texts = [*far, BASE, *near]
     records = [(i, t) for i, t in enumerate(texts)]
     for t in near:
         assert jaccard(BASE, t) >= 0.88
