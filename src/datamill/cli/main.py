@@ -426,6 +426,18 @@ def cmd_bench_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_dedup(args: argparse.Namespace) -> int:
+    from datamill.bench.dedup_bench import run_dedup_bench
+
+    r = run_dedup_bench(args.n, args.repeat)
+    b, d = r["bare"], r["datamill"]
+    print(f"dedup bench: {r['n']:,} texts of ~100 words, MinHash 128 perms, threshold 0.8")
+    print(f"  datamill  {d['seconds']:>7.2f}s  {d['rejected']:,} rejected  peak RSS {d['peak_rss_mb']:.0f} MB")
+    print(f"  bare      {b['seconds']:>7.2f}s  {b['candidates']:,} candidates  peak RSS {b['peak_rss_mb']:.0f} MB")
+    print(f"  ratio datamill/bare: {r['ratio']:.3f} (time; lower is better)")
+    return 0
+
+
 def cmd_bench_embedded(args: argparse.Namespace) -> int:
     from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
 
@@ -590,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     vp.add_argument("--tokens", type=_positive, default=1500, help="mean tokens per item")
     vp.add_argument("--repeat", type=_positive, default=3)
     vp.set_defaults(fn=cmd_bench_verify)
+    dp = bsub.add_parser("dedup", help="MinHash near-dup detection vs a bare rensa LSH pass")
+    dp.add_argument("--n", type=_positive, default=100_000)
+    dp.add_argument("--repeat", type=_positive, default=1)
+    dp.set_defaults(fn=cmd_bench_dedup)
     ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
     ep.add_argument("--n", type=_positive, default=16)
     ep.add_argument("--max-tokens", type=_positive, default=64)
