@@ -9,7 +9,7 @@ DATAMILL := $(VENV)/bin/datamill
 DEMO_OUT ?= runs/demo
 DEMO_SIZE ?= 5000
 
-.PHONY: demo test test-fast test-scale lint typecheck bench-lambda bench-llm clean
+.PHONY: demo test test-fast test-scale lint typecheck chromium bench-lambda bench-llm clean
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -20,6 +20,11 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev,llm,local,quality]'
 	@touch $@
+
+# The HTML report is tested in a real headless browser: Debian's chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the report tests" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: $(VENV)/.installed
 	$(DATAMILL) run lambda-traces --size $(DEMO_SIZE) --workers 2 --out $(DEMO_OUT)
@@ -44,7 +49,7 @@ endef
 test-fast: $(VENV)/.installed
 	$(call run_pytest,-m "not scale" -q -x)
 
-test: lint typecheck
+test: lint typecheck chromium
 	$(call run_pytest,-m "not scale" -q)
 
 test-scale: $(VENV)/.installed

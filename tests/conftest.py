@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import cli_env
+from helpers import FakeServerProc, cli_env
 
 RunCli = Callable[..., subprocess.CompletedProcess]
 
@@ -41,3 +41,18 @@ def write_recipe(tmp_path: Path) -> Callable[[str, str], Path]:
         return p
 
     return write
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Callable[..., FakeServerProc]]:
+    """Start `datamill bench serve-fake` on 127.0.0.1 (a free port); stopped after the test."""
+    started: list[FakeServerProc] = []
+
+    def start(*args: str) -> FakeServerProc:
+        s = FakeServerProc(*args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()

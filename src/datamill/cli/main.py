@@ -313,7 +313,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         elif args.json:
             print(orjson.dumps(t, option=orjson.OPT_INDENT_2).decode())
         return 0
-    raise UsageError("report: only --telemetry is available so far")
+    from datamill.quality.report import write_report
+
+    path = write_report(rd.path, args.out)
+    print(f"report: {path}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -561,10 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", help="also write the result as JSON to this file")
     cp.set_defaults(fn=cmd_probe_context)
 
-    sp = sub.add_parser("report", help="reports on a run dir")
+    sp = sub.add_parser("report", help="the HTML report of a run dir (or --telemetry: the LLM summary)")
     sp.add_argument("dir")
     sp.add_argument("--telemetry", action="store_true", help="the LLM telemetry summary and drift flags")
     sp.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    sp.add_argument("--out", help="where to write the HTML report (default: RUN/reports/report.html)")
     sp.set_defaults(fn=cmd_report)
 
     sp = sub.add_parser("bench", help="benchmarks against the bare floor")

@@ -1,0 +1,93 @@
+"""The HTML report in a real headless Chromium: no console errors, plots rendered in the DOM.
+
+The screenshot is kept as a test artefact in test-artifacts/report.png.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import cli_env
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not sys.platform.startswith("linux"), reason="needs chromium")
+
+
+def chromium(url: str, tmp: Path, screenshot: Path | None = None) -> tuple[str, list[str]]:
+    """Rendered DOM and console lines (console calls and uncaught errors) of ``url``."""
+    assert CHROMIUM is not None, "chromium is not installed: `make test` installs Debian's chromium"
+    flags = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0", "--window-size=1200,2400",
+    ]  # fmt: skip
+    res = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
+    if screenshot is not None:
+        subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    return res.stdout, console
+
+
+def test_console_check_catches_a_broken_page(tmp_path: Path) -> None:
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><script>missingFunction();</script></body></html>")
+    _, console = chromium(page.as_uri(), tmp_path)
+    assert any("missingFunction" in line for line in console)
+
+
+def test_report_renders_every_plot_without_console_errors(run_cli, fake_server, tmp_path: Path) -> None:
+    srv = fake_server("--fault-rate", "0.1", "--seed", "3")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""
+name: rep
+size: 120
+model: {{backend: openai, base_url: "{srv.base_url}", model: m, concurrency: 16, timeout_s: 2}}
+columns:
+  level: {{sampler: categorical, values: {{easy: 2, hard: 1}}}}
+  tone: {{sampler: categorical, values: [dry, warm, odd]}}
+  n: {{sampler: integer, low: 1, high: 3}}
+  question: {{template: "A {{{{ level }}}} question {{{{ n }}}} in a {{{{ tone }}}} tone"}}
+  answer: {{llm: {{prompt: "Answer: {{{{ question }}}}", max_tokens: 32}}}}
+quotas:
+  level: {{easy: 1, hard: 1}}
+gates:
+  - {{metric: chars.question.p90, max: 1000, severity: fail}}
+  - {{metric: chars.question.p50, max: 5, severity: warn}}
+output: {{part_size: 40}}
+""")
+    out = tmp_path / "run"
+    env = cli_env()
+    assert subprocess.run([sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(out)], env=env,
+                          capture_output=True, timeout=240).returncode == 0  # fmt: skip
+    assert run_cli("verify", str(out), "--no-tokens").returncode == 0  # the warn gate fails, exit stays 0
+    run_cli("dedup", str(out), "--field", "question", "--rounds", "1")
+    res = run_cli("report", str(out))
+    assert res.returncode == 0, res.stderr
+    page = out / "reports" / "report.html"
+    text = page.read_text()
+    # Self-contained: nothing to load (the SVG namespace URI is a name, not a request).
+    assert re.search(r"(src|href|url)\s*[=(]\s*[\"']?https?://", text) is None
+    assert "<script src" not in text and "<link" not in text and "fetch(" not in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    dom, console = chromium(page.as_uri(), tmp_path, screenshot=shot)
+    assert console == [], console
+    assert 'data-rendered="yes"' in dom
+    kinds = re.findall(r'<svg[^>]*data-kind="([^"]+)"', dom)
+    assert kinds.count("length-histogram") >= 2  # question and answer
+    assert kinds.count("category-bars") >= 2  # level and tone
+    assert "dedup-rounds" in kinds and "latency-line" in kinds
+    bars = re.findall(r'<rect[^>]*data-value="([0-9.e-]+)"', dom)
+    assert len(bars) > 20 and any(float(v) > 0 for v in bars)
+    assert 'id="gate-table"' in dom and ">PASS<" in dom and ">WARN<" in dom
+    assert 'id="quota-table"' in dom and ">exact<" in dom
+    assert 'id="telemetry-table"' in dom and "latency p50 / p95 / p99 ms" in dom
+    assert shot.is_file() and shot.stat().st_size > 10_000
