@@ -88,6 +88,7 @@ output: {{part_size: 40}}
     bars = re.findall(r'<rect[^>]*data-value="([0-9.e-]+)"', dom)
     assert len(bars) > 20 and any(float(v) > 0 for v in bars)
     assert 'id="gate-table"' in dom and ">PASS<" in dom and ">WARN<" in dom
-    assert 'id="quota-table"' in dom and ">exact<" in dom
+    # Dedup left its unfixable duplicates out, so the quota table shows the shortfall.
+    assert 'id="quota-table"' in dom and ">off<" in dom
     assert 'id="telemetry-table"' in dom and "latency p50 / p95 / p99 ms" in dom
     assert shot.is_file() and shot.stat().st_size > 10_000
