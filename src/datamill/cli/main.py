@@ -260,6 +260,59 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return 0 if not res.left_rejected else 1
 
 
+def cmd_golden_create(args: argparse.Namespace) -> int:
+    from datamill.quality import golden
+
+    loaded, _ = load_recipe(args.recipe, None, args.seed, args.param)
+    stratify = [s.strip() for s in args.stratify.split(",") if s.strip()]
+    if not stratify:
+        raise UsageError("--stratify: expected one or more column names, comma-separated")
+    doc = golden.create(loaded, args.size, stratify, args.out)
+    print(
+        f"golden set: {len(doc['slots']):,} slots over {len(doc['cells'])} cells of {', '.join(stratify)} -> {args.out}"
+    )
+    return 0
+
+
+def cmd_golden_run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from datamill.quality import golden
+
+    loaded, _ = load_recipe(args.recipe, None, args.seed, args.param)
+    doc = golden.load(args.golden)
+    tolerances = dict(golden.TOLERANCES)
+    for item in args.tolerance or []:
+        key, _, value = item.partition("=")
+        try:
+            tolerances[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--tolerance: expected NAME=NUMBER, got {item!r}") from None
+    with tempfile.TemporaryDirectory(prefix="datamill-golden-") as tmp:
+        current = golden.measure(loaded, doc, Path(tmp))
+    if args.out:
+        atomic_out = Path(args.out)
+        atomic_out.write_bytes(orjson.dumps(current, option=orjson.OPT_INDENT_2))
+    if not args.baseline:
+        print(
+            f"golden run: {current['slots']} slots measured; no --baseline given"
+            + (f", report: {args.out}" if args.out else "")
+        )
+        return 0
+    try:
+        baseline = orjson.loads(Path(args.baseline).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UsageError(f"--baseline: {args.baseline}: {exc}") from None
+    rows = golden.compare(current, baseline, tolerances)
+    for r in rows:
+        verdict = "PASS" if r["passed"] else "FAIL"
+        tol = f"±{r['tolerance']:g}" if r["kind"] == "abs" else f"±{r['tolerance']:.0%}"
+        print(f"{verdict} {r['metric']}: {r['current']} vs baseline {r['baseline']} ({tol})")
+    failed = [r for r in rows if not r["passed"]]
+    print(f"overall: {'FAIL' if failed else 'PASS'} ({len(rows) - len(failed)}/{len(rows)} metrics within tolerance)")
+    return 1 if failed else 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from datamill.quality import load_gates, verify
     from datamill.store import RunDir, atomic
@@ -553,6 +606,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rounds", type=_positive, help="regeneration rounds (default 3)")
     sp.add_argument("--dry-run", action="store_true", help="report, rewrite nothing")
     sp.set_defaults(fn=cmd_dedup)
+
+    sp = sub.add_parser("golden", help="golden sets: fixed balanced slots, regenerated and compared")
+    gsub = sp.add_subparsers(dest="golden", required=True, parser_class=_Parser)
+    gc = gsub.add_parser("create", help="pick a fixed, balanced set of slots")
+    gc.add_argument("recipe")
+    gc.add_argument("--size", type=_positive, default=200)
+    gc.add_argument("--stratify", required=True, help="columns to balance over, comma-separated")
+    gc.add_argument("--out", default="golden.json")
+    gc.add_argument("--seed", type=_non_negative)
+    gc.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE")
+    gc.set_defaults(fn=cmd_golden_create)
+    gr = gsub.add_parser("run", help="regenerate the golden slots and compare with a baseline")
+    gr.add_argument("recipe")
+    gr.add_argument("--golden", required=True)
+    gr.add_argument("--baseline", help="a report written by an earlier `golden run --out`")
+    gr.add_argument("--out", help="write this run's metrics here (a baseline for later runs)")
+    gr.add_argument("--tolerance", action="append", metavar="NAME=VALUE", help="absolute tolerance for a metric")
+    gr.add_argument("--seed", type=_non_negative)
+    gr.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE")
+    gr.set_defaults(fn=cmd_golden_run)
 
     sp = sub.add_parser("probe", help="measure a model's limits")
     psub = sp.add_subparsers(dest="probe", required=True, parser_class=_Parser)

@@ -65,6 +65,30 @@ class SlotRunner:
             col.evaluate(batch)
         return [self._outcome(s) for s in batch]
 
+    def sample(self, slots: Sequence[int], names: Sequence[str]) -> list[dict[str, Any]]:
+        """Only the named columns (and what they depend on) of ``slots`` at attempt 0.
+
+        Cheap previews for planning (e.g. golden-set stratification) that never run the
+        columns they do not need, such as LLM columns.
+        """
+        from datamill.recipe.check import dependencies
+
+        need: set[str] = set()
+        todo = list(names)
+        while todo:
+            n = todo.pop()
+            if n in need:
+                continue
+            if n not in self.recipe.columns:
+                raise KeyError(n)
+            need.add(n)
+            todo.extend(dependencies(self.recipe, n))
+        batch = [self.state(i) for i in slots]
+        for col in self.columns:
+            if col.name in need:
+                col.evaluate(batch)
+        return [{n: (s.rows[0].get(n) if s.rows else None) for n in names} for s in batch]
+
     def close(self) -> None:
         for col in self.columns:
             col.close()
