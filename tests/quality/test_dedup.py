@@ -58,7 +58,7 @@ def test_minhash_catches_planted_near_duplicates_at_the_threshold() -> None:
     assert rejected_slots([(0, BASE), (1, distant)], make_method("minhash", 0.8)) == set()
 
 
-@pytest.mark.parametrize("method", ["exact", "structural", "minhash"])
+@pytest.mark.parametrize("method", ["exact", "structural", "minhash", "semantic"])
 def test_kept_set_does_not_depend_on_arrival_order(method: str) -> None:
     rng = random.Random(7)
     texts = [f"Alice bought {rng.randint(1, 5)} apples for the 'picnic' at noon." for _ in range(40)]
@@ -71,6 +71,25 @@ def test_kept_set_does_not_depend_on_arrival_order(method: str) -> None:
         shuffled = records[:]
         random.Random(seed).shuffle(shuffled)
         assert rejected_slots(shuffled, m) == want
+
+
+def test_semantic_catches_near_identical_meaning_not_other_topics() -> None:
+    import numpy as np
+
+    texts = [
+        "The cat sat on the mat near the door.",  # 0
+        "Quarterly revenue grew by twelve percent in Europe.",  # 1
+        "The cat sat on the mat near the door!",  # 2: the same sentence, other punctuation
+        "Stock markets fell sharply on Monday morning.",  # 3
+        "the CAT sat on the mat, near the door",  # 4
+    ]
+    m = make_method("semantic", 0.9)
+    vecs = m.embed(texts)  # type: ignore[attr-defined]
+    sims = vecs @ vecs.T
+    # Independent check of the documented rule: cosine >= 0.9 between unit vectors.
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert sims[0, 2] >= 0.9 and sims[0, 4] >= 0.9 and sims[0, 1] < 0.6 and sims[1, 3] < 0.6
+    assert rejected_slots(list(enumerate(texts)), m) == {2, 4}
 
 
 def test_exact_and_structural_normalisation() -> None:

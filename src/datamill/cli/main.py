@@ -600,8 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("dedup", help="order-independent dedup of a run dir, regenerating rejected slots")
     sp.add_argument("dir")
-    sp.add_argument("--method", choices=["exact", "structural", "minhash"])
-    sp.add_argument("--threshold", type=float, help="minhash: Jaccard similarity (default 0.8)")
+    sp.add_argument("--method", choices=["exact", "structural", "minhash", "semantic"])
+    sp.add_argument("--threshold", type=float, help="minhash: Jaccard (default 0.8); semantic: cosine (default 0.9)")
     sp.add_argument("--field", action="append", help="field(s) to compare (default: every string field but ids)")
     sp.add_argument("--rounds", type=_positive, help="regeneration rounds (default 3)")
     sp.add_argument("--dry-run", action="store_true", help="report, rewrite nothing")

@@ -283,8 +283,8 @@ class GateSpec(_Strict):
 class DedupSpec(_Strict):
     """``dedup: {method, threshold, fields, rounds}``: applied when a run completes."""
 
-    method: Literal["exact", "structural", "minhash"] = "exact"
-    threshold: float | None = Field(None, gt=0, le=1, description="minhash: Jaccard similarity")
+    method: Literal["exact", "structural", "minhash", "semantic"] = "exact"
+    threshold: float | None = Field(None, gt=0, le=1, description="minhash: Jaccard; semantic: cosine")
     fields: list[str] | None = None
     rounds: int = Field(3, ge=1)
 

@@ -29,7 +29,7 @@ from datamill.seeds import parse_sample_id
 from datamill.store import RunDir, atomic
 from datamill.store.formats import dumps_line, iter_lines, open_sink
 
-METHODS = ("exact", "structural", "minhash")
+METHODS = ("exact", "structural", "minhash", "semantic")
 ID_FIELDS = frozenset({"sample_id", "trace_id"})
 
 
@@ -40,6 +40,10 @@ def make_method(name: str, threshold: float | None = None) -> Method:
         return Structural()
     if name == "minhash":
         return MinHash(threshold if threshold is not None else 0.8)
+    if name == "semantic":
+        from datamill.quality.dedup.semantic import Semantic
+
+        return Semantic(threshold if threshold is not None else 0.9)
     raise UsageError(f"--method: expected one of {', '.join(METHODS)}, got {name!r}")
 
 
