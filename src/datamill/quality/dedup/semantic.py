@@ -35,6 +35,8 @@ def _matrix(path: Path) -> Any:
         raise UsageError(f"{path}: {TENSOR} is {meta['dtype']}, expected F32")
     start, end = meta["data_offsets"]
     rows, dim = meta["shape"]
+    if end - start != rows * dim * 4:
+        raise UsageError(f"{path}: {TENSOR} has {end - start} bytes, expected {rows * dim * 4}")
     return np.memmap(path, dtype="<f4", mode="r", offset=8 + n + start, shape=(rows, dim))
 
 
