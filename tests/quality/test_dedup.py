@@ -142,3 +142,14 @@ def test_dedup_leaves_out_what_stays_duplicated(run_cli, tmp_path: Path) -> None
     assert res.returncode == 1 and "left rejected: 10" in res.stdout
     recs = [orjson.loads(x) for x in run_cli("cat", str(out)).stdout.splitlines()]
     assert sorted(r["t"] for r in recs) == ["n 1", "n 2"]
+
+
+def test_window_mode_only_looks_back_the_window() -> None:
+    from datamill.quality.dedup import rejected_in_window
+
+    texts = ["alpha beta gamma"] + [f"filler text number {i}" for i in range(1, 10)] + ["alpha beta gamma"]
+    records = list(enumerate(texts))  # the repeat is 10 records after the original
+    exact = make_method("exact")
+    assert rejected_in_window(records, exact, window=20) == {10}
+    assert rejected_in_window(records, exact, window=5) == set()  # out of sight: kept
+    assert rejected_slots(records, exact) == {10}  # the global pass always sees it

@@ -255,7 +255,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     if threshold is not None and not 0 < threshold <= 1:
         raise UsageError(f"--threshold: expected a similarity in (0, 1], got {threshold}")
     res = dedup_run(args.dir, method, threshold, args.field or spec.get("fields"), args.rounds or spec.get("rounds", 3),
-                    write=not args.dry_run)  # fmt: skip
+                    write=not args.dry_run, window=args.window)  # fmt: skip
     _print_dedup(res)
     return 0 if not res.left_rejected else 1
 
@@ -605,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--field", action="append", help="field(s) to compare (default: every string field but ids)")
     sp.add_argument("--rounds", type=_positive, help="regeneration rounds (default 3)")
     sp.add_argument("--dry-run", action="store_true", help="report, rewrite nothing")
+    sp.add_argument(
+        "--window", type=_positive, help="streaming mode: compare each record with the N before it (order-dependent)"
+    )
     sp.set_defaults(fn=cmd_dedup)
 
     sp = sub.add_parser("golden", help="golden sets: fixed balanced slots, regenerated and compared")

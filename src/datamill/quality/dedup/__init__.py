@@ -69,6 +69,28 @@ def rejected_slots(records: Sequence[tuple[int, str]], method: Method) -> set[in
     return out
 
 
+def rejected_in_window(records: Sequence[tuple[int, str]], method: Method, window: int) -> set[int]:
+    """Streaming mode (seed 001's diversity window): a slot is rejected when one of its records
+    duplicates one of the ``window`` records before it, in slot order.
+
+    Memory and work are bounded by the window, but the answer depends on record order: it is
+    meant for very long runs where a global pass is too costly.
+    """
+    ordered = sorted(records)
+    out: set[int] = set()
+    for start in range(0, len(ordered), window):
+        # Each block is compared with itself and the block before it: every pair within
+        # ``window`` positions of each other is seen.
+        lo = max(0, start - window)
+        block = ordered[lo : start + window]
+        texts = [t for _, t in block]
+        for a, b in method.pairs(texts):
+            i, j = sorted((a, b))
+            if j - i <= window and lo + j >= start and block[i][0] != block[j][0] and block[i][0] not in out:
+                out.add(block[j][0])
+    return out
+
+
 @dataclass
 class DedupResult:
     method: str
@@ -109,6 +131,7 @@ def dedup_run(
     fields: Sequence[str] | None = None,
     max_rounds: int = 3,
     write: bool = True,
+    window: int | None = None,
 ) -> DedupResult:
     """Dedup a run dir in rounds (see the module docstring) and rewrite the changed parts."""
     rd = RunDir(run_dir)
@@ -128,7 +151,7 @@ def dedup_run(
     rejected: set[int] = set()
     for round_no in range(1, max_rounds + 2):
         pairs = [(s, record_text(r, fields)) for s, recs in by_slot.items() for r in recs]
-        rejected = rejected_slots(pairs, method)
+        rejected = rejected_in_window(pairs, method, window) if window else rejected_slots(pairs, method)
         if not rejected or round_no > max_rounds:
             break
         result.rounds.append({"round": round_no, "rejected": sorted(rejected), "count": len(rejected)})
