@@ -114,3 +114,19 @@ def test_metrics_against_hand_computed_values() -> None:
     assert m.collapse_level("opening_entropy", 1.0) == "critical"
     assert m.collapse_level("trigram_repetition", 0.05) == "healthy"
     assert math.isclose(m.entropy(Counter({"a": 1, "b": 1})), 1.0)
+
+
+def test_near_duplicate_rate_and_text_metrics_in_the_report(run_cli, tmp_path: Path) -> None:
+    base = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    texts = [base, base + " seventeen", base.replace("one", "uno")]
+    texts += [f"entirely separate words {i} " + " ".join(f"t{i}x{k}" for k in range(12)) for i in range(7)]
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(
+        b"".join(orjson.dumps({"sample_id": f"x:0:{i}:0", "text": t}) + b"\n" for i, t in enumerate(texts))
+    )
+    assert run_cli("verify", str(data), "--report", str(tmp_path / "r.json"), "--no-tokens").returncode == 0
+    metrics = orjson.loads((tmp_path / "r.json").read_bytes())["summary"]["metrics"]
+    assert metrics["near_duplicate_rate.text"] == pytest.approx(0.2)  # two of ten near the first
+    assert metrics["uniqueness.text"] == 1.0
+    for key in ("opening_entropy.text", "trigram_repetition.text", "lexical_diversity.text", "starter_variety.text"):
+        assert metrics[key] >= 0.0

@@ -9,6 +9,7 @@ per field, so their cost and memory stay flat in N.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 import time
@@ -77,6 +78,15 @@ def _declared_categories(manifest: dict[str, Any] | None) -> dict[str, list[Any]
                 vals.extend(v for v in row if v not in vals)
             out[name] = vals
     return out
+
+
+def _near_duplicate_rate(sample: list[str]) -> float | None:
+    """Share of sampled items that MinHash (threshold 0.8) finds a near-duplicate of, None without rensa."""
+    if importlib.util.find_spec("rensa") is None or not sample:
+        return None
+    from datamill.quality.dedup import make_method, rejected_slots
+
+    return round(len(rejected_slots(list(enumerate(sample)), make_method("minhash", 0.8))) / len(sample), 4)
 
 
 def _mi(pairs: Counter[tuple[Any, Any]]) -> float:
@@ -213,6 +223,7 @@ def verify(
         flat[f"lexical_diversity.{k}"] = round(m.lexical_diversity(sample), 4)
         flat[f"starter_variety.{k}"] = round(m.starter_variety(sample), 4)
         flat[f"uniqueness.{k}"] = round(m.uniqueness(sample), 4)
+        flat[f"near_duplicate_rate.{k}"] = _near_duplicate_rate(sample)
         for metric in ("opening_entropy", "trigram_repetition"):
             collapse[f"{metric}.{k}"] = m.collapse_level(metric, flat[f"{metric}.{k}"])
     for k, h in histograms.items():
