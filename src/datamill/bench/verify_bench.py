@@ -61,7 +61,7 @@ def make_items(path: Path, n: int, tokens: int, seed: int = 0) -> None:
 
 
 def _bare(path: str) -> dict[str, Any]:
-    from datamill.quality.tokenize import TokenCounter
+    from datamill.tokenize import TokenCounter
 
     counter = TokenCounter()
     t0 = time.perf_counter()

@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line and exits 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"datamill: error: {self.prog.split()[-1]}: {message} (see --help)\n")
+        where = "" if self.prog == "datamill" else f"{self.prog.split()[-1]}: "
+        self.exit(2, f"datamill: error: {where}{message} (see --help)\n")
 
 
 def _positive(text: str) -> int:
@@ -51,6 +52,8 @@ def _param(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key.startswith("-"):
+        raise argparse.ArgumentTypeError(f"unexpected argument {text!r}")
     try:
         value = YAML(typ="safe").load(raw)
     except Exception:
@@ -313,6 +316,16 @@ def cmd_golden_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    if args.recipe != "contextual":
+        raise UsageError(f"extract: only the contextual recipe has process targets, not {args.recipe!r}")
+    from datamill.recipes.contextual.extract import extract
+
+    n = extract(getattr(args, "in"), args.out, args.tokenizer)
+    print(f"extracted {n:,} items -> {args.out}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from datamill.quality import load_gates, verify
     from datamill.store import RunDir, atomic
@@ -326,8 +339,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         gates = [GateSpec.model_validate(g) for g in manifest["recipe"].get("gates") or []]
     if args.gates:
         gates += load_gates(args.gates)
+    params = {"integration_span_cap": args.integration_span_cap} if args.integration_span_cap else None
     report = verify(target, tokenizer=args.tokenizer, gates=gates, perf_budget_sec_per_100=args.perf_budget_sec_per_100,
-                    count_tokens=not args.no_tokens)  # fmt: skip
+                    count_tokens=not args.no_tokens, params=params)  # fmt: skip
     out = Path(args.report) if args.report else (target / "reports" / "verify.json" if target.is_dir() else None)
     if out is not None:
         if not out.parent.is_dir():
@@ -596,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gates", help="YAML file of gates (added to the recipe's gates)")
     sp.add_argument("--perf-budget-sec-per-100", type=float, help="warn when verify takes longer per 100 items")
     sp.add_argument("--no-tokens", action="store_true", help="skip token counts")
+    sp.add_argument("--integration-span-cap", type=_positive, help="contextual items: the span cap to check")
     sp.set_defaults(fn=cmd_verify)
 
     sp = sub.add_parser("dedup", help="order-independent dedup of a run dir, regenerating rejected slots")
@@ -609,6 +624,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=_positive, help="streaming mode: compare each record with the N before it (order-dependent)"
     )
     sp.set_defaults(fn=cmd_dedup)
+
+    sp = sub.add_parser("extract", help="process targets of a recipe's items (contextual: span offsets)")
+    sp.add_argument("recipe", help="contextual")
+    sp.add_argument("--in", required=True, help="run dir or JSONL file of the recipe's items")
+    sp.add_argument("--out", required=True, help="JSONL file to write")
+    sp.add_argument("--tokenizer", help="Hugging Face tokenizer.json or its directory (default ships in a package)")
+    sp.set_defaults(fn=cmd_extract)
 
     sp = sub.add_parser("golden", help="golden sets: fixed balanced slots, regenerated and compared")
     gsub = sp.add_subparsers(dest="golden", required=True, parser_class=_Parser)
@@ -695,8 +717,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _param_flags(extra: list[str]) -> list[tuple[str, Any]]:
+    """``--integration-span-cap 3 --disable-long-context`` -> recipe parameters (checked later)."""
+    out: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) < 3:
+            raise UsageError(f"unexpected argument {flag!r} (see --help)")
+        name, eq, value = flag[2:].partition("=")
+        if not eq:
+            if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                value = extra[i + 1]
+                i += 1
+            else:
+                value = "true"  # a bare flag switches a boolean parameter on
+        out.append(_param(f"{name}={value}"))
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "verb", None) not in ("run", "plan") or not hasattr(args, "param"):
+            parser.parse_args(argv)  # reports the unknown argument in argparse's words, exit 2
+        try:
+            args.param = (args.param or []) + _param_flags(extra)
+        except DatamillError as exc:
+            print(f"datamill: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     try:
         return int(args.fn(args))
     except RecipeError as exc:

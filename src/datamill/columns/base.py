@@ -30,6 +30,7 @@ class SlotState:
     cycle: int | None
     cycle_params: dict[str, Any]
     params: dict[str, Any]
+    size: int = 0  # slots in the plan
     rows: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     failed: str | None = None
     dropped: str | None = None

@@ -32,6 +32,7 @@ class GeneratorContext:
     cycle: int | None
     cycle_params: dict[str, Any]
     inputs: dict[str, Any]
+    size: int = 0  # slots in the plan
     dropped: str | None = field(default=None)
 
     def drop(self, reason: str) -> None:
@@ -64,6 +65,7 @@ class Generator(Column):
                 cycle=state.cycle,
                 cycle_params=state.cycle_params,
                 inputs={k: row[k] for k in self.inputs},
+                size=state.size,
             )
             produced = list(self.fn(ctx))  # a slot's records are all-or-nothing
             if ctx.dropped is not None:

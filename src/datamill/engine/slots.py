@@ -56,6 +56,7 @@ class SlotRunner:
             cycle=None if cyc is None else cyc[0],
             cycle_params={} if cyc is None else cyc[1],
             params=dict(self.recipe.params),
+            size=self.recipe.size,
         )
 
     def run(self, slots: Sequence[int], attempt: int = 0) -> list[SlotOutcome]:

@@ -22,12 +22,13 @@ from typing import Any
 import orjson
 
 from datamill.errors import InputError
+from datamill.quality import extensions
 from datamill.quality import metrics as m
 from datamill.quality.gates import evaluate
-from datamill.quality.tokenize import TokenCounter
 from datamill.recipe.model import GateSpec
 from datamill.store import RunDir
 from datamill.store.formats import iter_lines
+from datamill.tokenize import TokenCounter
 
 REPORT_VERSION = 1
 SAMPLE = 2000
@@ -115,6 +116,7 @@ def verify(
     gates: list[GateSpec] | None = None,
     perf_budget_sec_per_100: float | None = None,
     count_tokens: bool = True,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the verify report of ``target`` (see the module docstring); gates are evaluated."""
     t0 = time.perf_counter()
@@ -133,6 +135,8 @@ def verify(
     joint: Counter[tuple[Any, ...]] = Counter()  # declared categories together, for mutual information
     pending: list[tuple[_Field, str]] = []
     n = 0
+    ext_params = {**((manifest or {}).get("recipe", {}).get("params") or {}), **(params or {})}
+    extension: Any = None
     pool = ThreadPoolExecutor(max_workers=1) if counter is not None else None
     inflight: list[Future[None]] = []
 
@@ -158,6 +162,10 @@ def verify(
         if not isinstance(rec, dict):
             raise InputError(f"verify: {label}: line {n + 1} is not a JSON object")
         n += 1
+        if n == 1:
+            extension = extensions.for_record(rec, ext_params)
+        if extension is not None:
+            extension.add(rec)
         sid = rec.get("sample_id")
         if sid is not None:
             if sid in seen_ids:
@@ -262,6 +270,11 @@ def verify(
     if perf_budget_sec_per_100 is not None:
         all_gates.append(GateSpec(metric="time_per_100_items", max=perf_budget_sec_per_100, severity="warn"))
     gate_results = evaluate(all_gates, flat)
+    ext_header: dict[str, Any] = {}
+    ext_summary: dict[str, Any] = {}
+    if extension is not None:
+        ext_header, ext_summary, ext_gates = extension.finish({k: f.tokens for k, f in fields.items()}, n)
+        gate_results += ext_gates
     report = {
         "header": {
             "report_version": REPORT_VERSION,
@@ -275,6 +288,7 @@ def verify(
                 "hash": manifest["recipe_hash"],
             },
             "categories": {k: dict(v) for k, v in cats.items()},
+            **ext_header,
         },
         "summary": {
             "fields": summary_fields,
@@ -288,6 +302,7 @@ def verify(
             "tokenizer": str(counter.path) if counter else None,
             "gates": gate_results,
             "passed": not dups and all(g["passed"] or g["severity"] == "warn" for g in gate_results),
+            **ext_summary,
         },
     }
     return report

@@ -144,7 +144,8 @@ class LoadedRecipe:
             unknown = sorted(set(params) - set(self.recipe.params))
             if unknown:
                 known = ", ".join(self.recipe.params) or "none"
-                raise UsageError(f"--param {unknown[0]}: not a parameter of {self.recipe.name} (parameters: {known})")
+                flag = "--" + unknown[0].replace("_", "-")
+                raise UsageError(f"{flag}: not a flag or a parameter of {self.recipe.name} (parameters: {known})")
             update["params"] = {**self.recipe.params, **params}
         recipe = self.recipe.model_copy(update=update)
         return LoadedRecipe(recipe, self.file, self.base_dir, self.locator)

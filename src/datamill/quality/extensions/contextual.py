@@ -1,0 +1,109 @@
+"""The contextual recipe's report fields and gate policies (seed 000).
+
+Header: ``num_eligible, num_controls, num_negative_controls``. Summary: ``long_context_count``,
+``long_context_quota {min_pct, max_pct, actual_pct, ok}``, ``token_length_stats {p10, p50, p90}``
+(prompt tokens), ``integration_span_count_histogram``, ``integration_spans_over_cap_count``,
+``integration_spans_over_cap_items``, ``top_regex_offenders``. Gates: the long-context quota
+(N >= 1000) and more than 10% of eligible items over the span cap are warnings; duplicate
+sample_ids and the perf budget are handled by verify itself (fail and warn).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from typing import Any
+
+from datamill.recipes.contextual import INT_SPAN, MARKUP, TOOL_CALL
+
+QUOTA = (0.02, 0.05)
+CAP_WARN_SHARE = 0.10
+# Checks run on every teacher text; their cost is reported (seed 000's "top regex offenders").
+CHECKS: dict[str, re.Pattern[str]] = {
+    "integration_span": INT_SPAN,
+    "tool_call": TOOL_CALL,
+    "markup": MARKUP,
+    "unbalanced_int": re.compile(r"<int>(?:(?!</int>).)*$", re.S),
+}
+
+
+class ContextualReport:
+    name = "contextual"
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.eligible = self.controls = self.negatives = self.long = 0
+        self.span_hist: Counter[int] = Counter()
+        self.over_cap: list[str] = []
+        self.over_cap_count = 0
+        self.prompt_tokens: list[int] = []
+        self.regex_time: dict[str, float] = {name: 0.0 for name in CHECKS}
+        self.regex_hits: Counter[str] = Counter()
+
+    def add(self, rec: dict[str, Any]) -> None:
+        text = rec.get("teacher_text") or ""
+        counts = {}
+        for name, pat in CHECKS.items():
+            t0 = time.perf_counter()
+            n = len(pat.findall(text))
+            self.regex_time[name] += time.perf_counter() - t0
+            self.regex_hits[name] += n
+            counts[name] = n
+        if rec.get("control"):
+            self.controls += 1
+        elif rec.get("negative_control"):
+            self.negatives += 1
+        else:
+            self.eligible += 1
+            spans = counts["integration_span"]
+            self.span_hist[spans] += 1
+            if spans > self.cap:
+                self.over_cap_count += 1
+                if len(self.over_cap) < 100:
+                    self.over_cap.append(str(rec.get("sample_id")))
+        if rec.get("long_context"):
+            self.long += 1
+        if isinstance(rec.get("prompt_tokens"), int):
+            self.prompt_tokens.append(rec["prompt_tokens"])
+
+    def finish(
+        self, tokens: dict[str, list[int]], num_items: int
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        lengths = sorted(self.prompt_tokens or tokens.get("prompt") or [])
+
+        def q(f: float) -> int:
+            return lengths[min(len(lengths) - 1, int(f * len(lengths)))] if lengths else 0
+
+        pct = self.long / num_items if num_items else 0.0
+        quota = {
+            "min_pct": QUOTA[0],
+            "max_pct": QUOTA[1],
+            "actual_pct": round(pct, 4),
+            "ok": QUOTA[0] <= pct <= QUOTA[1],
+        }
+        over_share = self.over_cap_count / self.eligible if self.eligible else 0.0
+        offenders = sorted(self.regex_time.items(), key=lambda kv: -kv[1])[:5]
+        header = {"num_eligible": self.eligible, "num_controls": self.controls, "num_negative_controls": self.negatives}
+        summary = {
+            "long_context_count": self.long,
+            "long_context_quota": quota,
+            "token_length_stats": {"p10": q(0.10), "p50": q(0.50), "p90": q(0.90)},
+            "integration_span_count_histogram": {str(k): v for k, v in sorted(self.span_hist.items())},
+            "integration_span_cap": self.cap,
+            "integration_spans_over_cap_count": self.over_cap_count,
+            "integration_spans_over_cap_items": self.over_cap,
+            "top_regex_offenders": [
+                {"pattern": name, "seconds": round(sec, 5), "matches": self.regex_hits[name]} for name, sec in offenders
+            ],
+        }
+        gates = []
+        if num_items >= 1000:
+            gates.append({"metric": "long_context_quota", "min": QUOTA[0], "max": QUOTA[1], "severity": "warn",
+                          "value": quota["actual_pct"], "passed": quota["ok"],
+                          "reason": "" if quota["ok"] else f"{pct:.2%} outside 2-5%"})  # fmt: skip
+        ok = over_share <= CAP_WARN_SHARE
+        gates.append({"metric": "integration_spans_over_cap_share", "min": None, "max": CAP_WARN_SHARE,
+                      "severity": "warn", "value": round(over_share, 4), "passed": ok,
+                      "reason": "" if ok else f"{over_share:.1%} of eligible items over the cap"})  # fmt: skip
+        return header, summary, gates
