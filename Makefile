@@ -9,7 +9,8 @@ DATAMILL := $(VENV)/bin/datamill
 DEMO_OUT ?= runs/demo
 DEMO_SIZE ?= 5000
 
-.PHONY: demo test test-fast test-scale lint typecheck chromium bench-lambda bench-llm clean
+.PHONY: demo test test-fast test-scale lint typecheck chromium bench-lambda bench-llm clean \
+	gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -62,6 +63,33 @@ bench-llm: $(VENV)/.installed
 	$(DATAMILL) bench llm --n 1000 --concurrency 64 --latency-ms 200 --repeat 3
 	$(DATAMILL) bench llm --n 2000 --concurrency 64 --latency-ms 0 --repeat 3
 	$(DATAMILL) bench embedded --n 16 --max-tokens 64
+
+# Seed 000's scale targets on the built-in contextual recipe. TOKENIZER=path/to/tokenizer(.json)
+# measures lengths with another tokenizer; the default ships in a package.
+SCALE_DIR ?= runs/scale
+TOKENIZER_FLAG = $(if $(TOKENIZER),--tokenizer $(TOKENIZER),)
+
+gen-scale-1k: $(VENV)/.installed
+	$(DATAMILL) run contextual --size 1000 --seed 42 --num-shards 1 --shard-index 0 \
+	  --integration-span-cap 3 $(TOKENIZER_FLAG) --out $(SCALE_DIR)/1k
+
+verify-scale-1k: $(VENV)/.installed
+	$(DATAMILL) extract contextual --in $(SCALE_DIR)/1k --out $(SCALE_DIR)/1k.extracted.jsonl $(TOKENIZER_FLAG)
+	$(DATAMILL) verify $(SCALE_DIR)/1k.extracted.jsonl --report $(SCALE_DIR)/verify_scale_1k.json \
+	  $(TOKENIZER_FLAG) --perf-budget-sec-per-100 2.0
+
+# 10 shards, run in parallel (one process each), then merged in slot order.
+gen-scale-10k: $(VENV)/.installed
+	@for s in 0 1 2 3 4 5 6 7 8 9; do \
+	  $(DATAMILL) run contextual --size 10000 --seed 42 --num-shards 10 --shard-index $$s \
+	    --integration-span-cap 3 $(TOKENIZER_FLAG) --workers 1 --progress none --out $(SCALE_DIR)/10k/shard$$s & \
+	done; wait
+	$(DATAMILL) merge $(SCALE_DIR)/10k/shard* --out $(SCALE_DIR)/10k.jsonl
+
+verify-scale-10k: $(VENV)/.installed
+	$(DATAMILL) extract contextual --in $(SCALE_DIR)/10k.jsonl --out $(SCALE_DIR)/10k.extracted.jsonl $(TOKENIZER_FLAG)
+	$(DATAMILL) verify $(SCALE_DIR)/10k.extracted.jsonl --report $(SCALE_DIR)/verify_scale_10k.json \
+	  $(TOKENIZER_FLAG) --perf-budget-sec-per-100 2.0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -489,8 +489,8 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
 def cmd_bench_verify(args: argparse.Namespace) -> int:
     from datamill.bench.verify_bench import run_verify_bench
 
-    r = run_verify_bench(args.n, args.tokens, args.repeat)
-    print(f"verify bench: {r['n']:,} items of ~{r['mean_tokens']:,.0f} tokens (best of {args.repeat})")
+    r = run_verify_bench(args.n, args.tokens, args.repeat, args.file)
+    print(f"verify bench: {r['n']:,} items of ~{r['mean_tokens']:,.0f} tokens in all (best of {args.repeat})")
     print(f"  datamill verify  {r['verify_s']:>7.3f}s  {r['verify_s_per_100']:.4f} s per 100 items")
     print(f"  bare tokenize    {r['bare_s']:>7.3f}s  {r['bare_s_per_100']:.4f} s per 100 items")
     print(f"  ratio verify/bare: {r['ratio']:.3f} (time; lower is better)")
@@ -704,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     vp.add_argument("--n", type=_positive, default=2000)
     vp.add_argument("--tokens", type=_positive, default=1500, help="mean tokens per item")
     vp.add_argument("--repeat", type=_positive, default=3)
+    vp.add_argument("--file", help="measure on this JSONL file instead of generated items")
     vp.set_defaults(fn=cmd_bench_verify)
     dp = bsub.add_parser("dedup", help="MinHash near-dup detection vs a bare rensa LSH pass")
     dp.add_argument("--n", type=_positive, default=100_000)

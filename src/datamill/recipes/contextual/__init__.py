@@ -7,7 +7,7 @@ bucket's token range) and a teacher response from templates.
 
 Teacher text markup (machine-parseable, see :func:`parse_teacher`):
 
-- a tool call: ``<tool_call>{"name": "...", "arguments": {...}}</tool_call>``
+- a tool call: ``<tool_call>{"name": "...", "arguments": {...} }</tool_call>`` (JSON)
 - an integration span (a part that uses a fact from the context): ``<int>...</int>``
 
 Eligible items (tool and passage scenarios) carry 1..``integration_span_cap`` spans; controls
@@ -93,7 +93,7 @@ def _tool(rng: Any) -> tuple[str, dict[str, Any], dict[str, Any], str]:
         sym = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(4))
         price, chg = round(rng.uniform(5, 900), 2), round(rng.uniform(-9, 9), 2)
         return ("get_stock_price", {"symbol": sym}, {"symbol": sym, "price": price, "change_pct": chg},
-                f"{sym} trades at {price} ({chg:+}% today)")  # fmt: skip
+                f"{sym} trades at {price}, {chg:+}% today")  # fmt: skip
     if kind == 2:
         pop = rng.randint(2_000, 9_000_000)
         return ("lookup_population", {"city": city}, {"city": city, "population": pop}, f"{city} has {pop:,} residents")
@@ -127,7 +127,8 @@ def generate(ctx: GeneratorContext) -> Iterator[dict[str, Any]]:
         subjects: list[str] = []
         for _ in range(n_tools):
             name, args, result, fact = _tool(rng)
-            calls.append(orjson.dumps({"name": name, "arguments": args}).decode())
+            # A space before the closing brace keeps the arguments object on token boundaries.
+            calls.append(f'{{"name": {orjson.dumps(name).decode()}, "arguments": {orjson.dumps(args).decode()} }}')
             results.append({"tool": name, "arguments": args, "result": result})
             subjects.append(str(args.get("city") or args.get("symbol") or "the amount"))
             facts.append(fact)
