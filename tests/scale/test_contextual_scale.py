@@ -44,7 +44,7 @@ def test_10k_in_10_parallel_shards_extracts_and_verifies(run_cli, tmp_path: Path
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=cli_env(),
-        )  # fmt: skip
+        )
         for s in range(10)
     ]
     for p in procs:
