@@ -124,3 +124,18 @@ def test_extracted_token_offsets_decode_back_to_the_marked_text(run_cli, run_1k:
             assert decoded.strip() == span["text"], (span, decoded)
             checked += 1
     assert checked > 1500
+
+
+def test_teacher_text_from_an_llm_column(run_cli, fake_server, tmp_path: Path) -> None:
+    srv = fake_server()
+    recipe = Path(__file__).resolve().parents[2] / "examples" / "contextual-llm-teacher.yaml"
+    local = tmp_path / "r.yaml"
+    local.write_text(recipe.read_text().replace("http://127.0.0.1:8900/v1", srv.base_url))
+    out = tmp_path / "run"
+    res = run_cli("run", str(local), "--size", "20", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    recs = records(run_cli, out)
+    assert len(recs) == 20 and srv.stats()["requests"] == 20
+    for r in recs:
+        assert r["teacher_text"].startswith("answer ")  # the fake server's reply, not the template
+        assert r["prompt"][:60] in r["teacher_text"]  # it answered this item's own prompt
