@@ -34,28 +34,18 @@ def test_two_workers_match_one(run_cli, baseline: bytes, tmp_path: Path) -> None
     assert merged(run_cli, [tmp_path / "w2"], tmp_path / "m.jsonl") == baseline
 
 
+def run_shard(run_cli, out: Path, num_shards: int, index: int, *extra: str) -> None:
+    res = run_cli(
+        "run", "lambda-traces", "--size", SIZE, "--seed", "3", "--out", str(out),
+        "--num-shards", str(num_shards), "--shard-index", str(index), *extra,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
 def test_four_shards_merged_match_one_shard(run_cli, baseline: bytes, tmp_path: Path) -> None:
-    dirs = []
-    for s in range(4):
-        d = tmp_path / f"shard{s}"
-        res = run_cli(
-            "run",
-            "lambda-traces",
-            "--size",
-            SIZE,
-            "--seed",
-            "3",
-            "--out",
-            str(d),
-            "--num-shards",
-            "4",
-            "--shard-index",
-            str(s),
-            "--workers",
-            "2",
-        )
-        assert res.returncode == 0, res.stderr
-        dirs.append(d)
+    dirs = [tmp_path / f"shard{s}" for s in range(4)]
+    for s, d in enumerate(dirs):
+        run_shard(run_cli, d, 4, s, "--workers", "2")
     # Merge in a scrambled order: the output is in slot order whatever the argument order.
     assert merged(run_cli, [dirs[2], dirs[0], dirs[3], dirs[1]], tmp_path / "m.jsonl") == baseline
 
@@ -63,21 +53,7 @@ def test_four_shards_merged_match_one_shard(run_cli, baseline: bytes, tmp_path: 
 def test_shards_in_one_run_dir_match(run_cli, baseline: bytes, tmp_path: Path) -> None:
     d = tmp_path / "shared"
     for s in (1, 0, 2):
-        res = run_cli(
-            "run",
-            "lambda-traces",
-            "--size",
-            SIZE,
-            "--seed",
-            "3",
-            "--out",
-            str(d),
-            "--num-shards",
-            "3",
-            "--shard-index",
-            str(s),
-        )
-        assert res.returncode == 0, res.stderr
+        run_shard(run_cli, d, 3, s)
     assert merged(run_cli, [d], tmp_path / "m.jsonl") == baseline
     cat = run_cli("cat", str(d))
     assert cat.stdout.encode() == baseline
