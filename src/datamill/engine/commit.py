@@ -21,7 +21,7 @@ from datamill.engine.plan import Plan, SlotRange
 from datamill.engine.slots import SlotRunner
 from datamill.store import atomic
 from datamill.store.formats import dumps_line, open_sink, suffix
-from datamill.store.rundir import PART_RE, RunDir, part_stem
+from datamill.store.rundir import RunDir, part_stem
 
 
 @dataclass
@@ -143,4 +143,4 @@ def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[
     return out
 
 
-__all__ = ["PART_RE", "PartResult", "committed_results", "pending_ranges", "remove_stale_temps", "run_range"]
+__all__ = ["PartResult", "committed_results", "pending_ranges", "remove_stale_temps", "run_range"]

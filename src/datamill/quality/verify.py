@@ -27,7 +27,7 @@ from datamill.quality import metrics as m
 from datamill.quality.gates import evaluate
 from datamill.recipe.model import GateSpec
 from datamill.store import RunDir
-from datamill.store.formats import iter_lines
+from datamill.store.reader import iter_dataset_lines
 from datamill.tokenize import TokenCounter
 
 REPORT_VERSION = 1
@@ -52,18 +52,10 @@ def _percentiles(values: list[int]) -> dict[str, float]:
 def open_source(target: str | Path) -> tuple[Iterator[bytes], dict[str, Any] | None, str]:
     """JSONL lines of a run dir (in slot order) or of a dataset file, the manifest if any, a label."""
     p = Path(target)
-    if p.is_dir():
-        rd = RunDir(p)
-        manifest = rd.manifest()
-
-        def lines() -> Iterator[bytes]:
-            for part in rd.parts():
-                yield from iter_lines(part.path)
-
-        return lines(), manifest, str(p)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"verify: {target}: no such run dir or file")
-    return iter_lines(p), None, str(p)
+    manifest = RunDir(p).manifest() if p.is_dir() else None
+    return iter_dataset_lines(p), manifest, str(p)
 
 
 def _declared_categories(manifest: dict[str, Any] | None) -> dict[str, list[Any]]:

@@ -45,15 +45,3 @@ def write_bytes(final: Path, data: bytes) -> None:
         publish(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def remove_stale_temps(directory: Path, prefix: str = "") -> int:
-    """Delete temporary files left in ``directory`` by dead writers; returns how many."""
-    n = 0
-    if not directory.is_dir():
-        return 0
-    for p in directory.iterdir():
-        if p.name.startswith("." + prefix) and TMP_MARK in p.name:
-            p.unlink(missing_ok=True)
-            n += 1
-    return n

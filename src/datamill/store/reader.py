@@ -29,6 +29,17 @@ def iter_lines_in_order(run_dir: str | Path) -> Iterator[bytes]:
         yield from iter_lines(part.path)
 
 
+def iter_dataset_lines(source: str | Path) -> Iterator[bytes]:
+    """JSONL lines of a run dir (in slot order) or of one dataset file (.jsonl, .jsonl.zst, .parquet)."""
+    p = Path(source)
+    if p.is_dir():
+        yield from iter_lines_in_order(p)
+    elif p.is_file():
+        yield from iter_lines(p)
+    else:
+        raise InputError(f"{source}: no such run dir or file")
+
+
 def iter_records(run_dir: str | Path) -> Iterator[dict[str, Any]]:
     """Records of ``run_dir`` as dicts, in slot order."""
     for line in iter_lines_in_order(run_dir):

@@ -8,7 +8,6 @@ arguments, integration spans — with ``[char_start, char_end)`` in that clean t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,10 @@ import orjson
 from datamill.errors import InputError
 from datamill.recipes.contextual import parse_teacher
 from datamill.store import atomic
-from datamill.store.formats import iter_lines
-from datamill.store.rundir import RunDir
+from datamill.store.reader import iter_dataset_lines
 from datamill.tokenize import TokenCounter
 
 BATCH = 512
-
-
-def _lines(source: Path) -> Iterator[bytes]:
-    if source.is_dir():
-        rd = RunDir(source)
-        rd.manifest()
-        for part in rd.parts():
-            yield from iter_lines(part.path)
-    elif source.is_file():
-        yield from iter_lines(source)
-    else:
-        raise InputError(f"--in: {source}: no such run dir or file")
 
 
 def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
@@ -75,6 +61,8 @@ def _process(batch: list[dict[str, Any]], counter: TokenCounter) -> list[dict[st
 
 def extract(source: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> int:
     """Write the extracted items of ``source`` (a run dir or a JSONL file) to ``out``; returns the count."""
+    if not Path(source).exists():
+        raise InputError(f"--in: {source}: no such run dir or file")
     counter = TokenCounter(tokenizer)
     final = Path(out)
     if not final.parent.is_dir():
@@ -84,7 +72,7 @@ def extract(source: str | Path, out: str | Path, tokenizer: str | Path | None = 
     try:
         with open(tmp, "wb") as f:
             batch: list[dict[str, Any]] = []
-            for line in _lines(Path(source)):
+            for line in iter_dataset_lines(source):
                 rec = orjson.loads(line)
                 if "teacher_text" not in rec or "prompt" not in rec:
                     raise InputError(f"--in: {source}: record {rec.get('sample_id')} is not a contextual item")
