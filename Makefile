@@ -1,6 +1,6 @@
 # Quick start: `make demo` runs the main job on the embedded defaults; `make test` runs the tests.
 # Both create the virtualenv in .venv and install what they need on first use (the first install
-# builds llama-cpp-python for the embedded model: a few minutes; pip caches the wheel after that).
+# builds llama-cpp-python for the embedded model from source: about 4 minutes on 2 cores).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,24 @@ $(PY):
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	@$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+# llama-cpp-python, built portably (issue 10): pip's default build uses -march=native, which on a CPU
+# with AMX compiles ggml's AMX kernels, and GCC 12 miscompiles their tile set-up (SIGSEGV on the
+# first decode; ../shared/repro/amx-tilecfg.c). GGML_NATIVE=OFF builds the AVX2/FMA/F16C kernels
+# (x86-64) or generic ARMv8 ones, with no AMX code, correct on every host. --no-cache-dir and
+# --force-reinstall: a wheel cached or installed earlier with other flags is never reused. The stamp
+# names the version and flags, so changing either rebuilds.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_VERSION)-native-off
+
+$(LLAMA_STAMP): | $(PY)
+	@echo "building llama-cpp-python $(LLAMA_VERSION) with $(LLAMA_CMAKE_ARGS) (a few minutes, once)" >&2
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps \
+	  'llama-cpp-python==$(LLAMA_VERSION)'
+	@rm -f $(VENV)/.llama-*
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(LLAMA_STAMP) | $(PY)
 	$(PY) -m pip install -q -e '.[dev,llm,local,quality]'
 	@touch $@
 
@@ -28,6 +45,7 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: $(VENV)/.installed
+	$(DATAMILL) doctor
 	$(DATAMILL) run lambda-traces --size $(DEMO_SIZE) --workers 2 --out $(DEMO_OUT)
 	$(DATAMILL) status $(DEMO_OUT)
 	@echo "first record:"; $(DATAMILL) cat $(DEMO_OUT) | head -n 1

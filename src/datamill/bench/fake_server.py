@@ -108,8 +108,12 @@ class FakeServer:
         echo_auth: bool = False,
         reject_formats: tuple[str, ...] = (),
         max_context: int | None = None,
+        reject_status: int = 400,
+        reject_body: str | None = None,
     ) -> None:
         self.reject_formats = reject_formats
+        self.reject_status = reject_status
+        self.reject_body = reject_body
         self.max_context = max_context
         self.latency = latency_ms / 1000.0
         self.fault_rate = fault_rate
@@ -137,6 +141,19 @@ class FakeServer:
             "repeated_requests": sum(n - 1 for n in self.request_hashes.values() if n > 1),
         }
 
+    def _refusal(self, fmt: str) -> bytes:
+        if self.reject_body is not None:
+            return orjson.dumps({"error": {"message": self.reject_body}})
+        if self.reject_status == 422:  # FastAPI's validation error, as a pydantic server sends it
+            loc = ["body", "response_format", "type"]
+            msg = "Input should be 'text' or 'json_object'"
+            return orjson.dumps({"detail": [{"type": "literal_error", "loc": loc, "msg": msg, "input": fmt}]})
+        if self.reject_status == 500:  # llama-cpp-python's server: the validation error inside a 500
+            detail = (f"[{{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                      f"'msg': \"Input should be 'text' or 'json_object'\", 'input': '{fmt}'}}]")  # fmt: skip
+            return orjson.dumps({"error": {"message": detail, "type": "internal_server_error"}})
+        return orjson.dumps({"error": {"message": f"response_format type {fmt} is not supported"}})
+
     def app(self) -> Any:
         from aiohttp import web
 
@@ -152,8 +169,7 @@ class FakeServer:
                 fmt = (payload.get("response_format") or {}).get("type")
                 if fmt in self.reject_formats:  # like llama.cpp's server refusing json_schema
                     self.statuses["rejected_format"] += 1
-                    msg = {"error": {"message": f"response_format type {fmt} is not supported"}}
-                    return web.Response(status=400, body=orjson.dumps(msg))
+                    return web.Response(status=self.reject_status, body=self._refusal(fmt))
                 words = sum(len((m.get("content") or "").split()) for m in payload.get("messages", []))
                 if self.max_context is not None and words > self.max_context:
                     self.statuses["context_exceeded"] += 1

@@ -188,6 +188,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _dedup_if_complete(Path(args.out), loaded.recipe.dedup)
     if s.stopped == "budget":
         print(f"stopped: {s.stop_detail}; committed parts are kept, re-run with a larger budget to resume")
+    if s.crash_reason:
+        # A native crash is never silent: one line on stderr, whatever else scrolled by.
+        crash = s.crash_reason.split("model_crashed: ", 1)[-1]
+        print(f"error: {crash} (failed slots: {s.slots_failed:,}; committed parts are kept)", file=sys.stderr)
     _print_telemetry(Path(args.out), write=True)
     print(f"out: {args.out}")
     return s.exit_code
@@ -226,6 +230,11 @@ def _print_telemetry(run_dir: Path, write: bool = False, full: bool = False) -> 
         print("llm errors: " + (", ".join(f"{k} {v:,}" for k, v in t["failure_reasons"].items()) or "none"))
     if t["trimmed_prompts"]:
         print(f"llm trimmed prompts: {t['trimmed_prompts']:,}")
+    for step in t["format_step_downs"]:
+        print(
+            f"llm structured output: {step['model']} refused response_format {step['from']}; "
+            f"column {step['column']} and the rest of the run use {step['to']}"
+        )
     flags = t["drift"]["flags"]
     if flags or full:
         print("llm drift: " + (", ".join(flags) or "none (first vs last window)"))
@@ -471,6 +480,8 @@ def cmd_serve_fake(args: argparse.Namespace) -> int:
         args.echo_auth,
         tuple(args.reject_format),
         args.max_context,
+        args.reject_status,
+        args.reject_body,
     )
     serve(args.host, args.port, server)
     return 0
@@ -517,6 +528,62 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from datamill.llm.doctor import run_doctor
+
+    r = run_doctor()
+    feats = r["cpu_features"]
+    print(f"machine: {r['machine']}, {r['cores']} usable cores, Python {r['python']}")
+    print("cpu: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in feats.items()))
+    print(f"llama-cpp-python: {r['llama_cpp_version'] or '?'}, threads {r['threads'] or '?'}")
+    print(f"llama.cpp build: {r['system_info'] or '?'}")
+    g = r["generation"]
+    if g is not None:
+        print(
+            f"generation: {g['completion_tokens']} tokens in {g['seconds']:.2f}s "
+            f"({g['tokens_per_s']} tok/s): {g['text']!r}"
+        )
+    for risk in r["risks"]:
+        print(f"warning: {risk}")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    if not r["ok"]:
+        print(f"error: {r.get('error', 'no tokens generated')}", file=sys.stderr)
+        if r["advice"]:
+            print(f"what to do: {r['advice']}", file=sys.stderr)
+        return 1
+    print("ok: the embedded model runs on this machine")
+    return 0
+
+
+def cmd_probe_server(args: argparse.Namespace) -> int:
+    from datamill.llm import probe
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise UsageError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    r = probe.probe_server(args.base_url, args.model, key, args.max_words)
+    print(f"server {r['base_url']}, model {r['model']}")
+    for name, cap in r["capabilities"].items():
+        if not cap["ok"]:
+            verdict = f"refused ({cap['error']})"
+        elif "valid_json" in cap:
+            verdict = "accepted, answer matches the schema" if cap["valid_json"] else "accepted, answer not valid"
+        elif "reproducible" in cap:
+            verdict = "accepted, same seed gives the same answer" if cap["reproducible"] else "accepted, not honoured"
+        else:
+            verdict = "accepted"
+        print(f"  {name:<19} {verdict}")
+    if "largest_context" in r:
+        print(f"  largest prompt accepted: {r['largest_context']:,} tokens")
+    print(f"structured output (structured: auto) will use: {r['ladder_uses']}")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    return 0 if r["capabilities"]["chat"]["ok"] else 1
 
 
 def cmd_probe_context(args: argparse.Namespace) -> int:
@@ -652,6 +719,14 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE")
     gr.set_defaults(fn=cmd_golden_run)
 
+    sp = sub.add_parser(
+        "doctor",
+        help="check the embedded model on this machine: CPU features, llama.cpp build, one generation",
+        epilog="example: datamill doctor --json doctor.json",
+    )
+    sp.add_argument("--json", help="also write the result as JSON to this file")
+    sp.set_defaults(fn=cmd_doctor)
+
     sp = sub.add_parser("probe", help="measure a model's limits")
     psub = sp.add_subparsers(dest="probe", required=True, parser_class=_Parser)
     cp = psub.add_parser("context", help="memory per context token, largest context, safe limit (80%%)")
@@ -662,6 +737,17 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--max-words", type=_positive, default=65_536, help="served: longest prompt to try")
     cp.add_argument("--json", help="also write the result as JSON to this file")
     cp.set_defaults(fn=cmd_probe_context)
+    sv = psub.add_parser(
+        "server",
+        help="what an OpenAI-compatible server accepts: response formats, seed, list content, context",
+        epilog="example: datamill probe server --base-url http://127.0.0.1:8000/v1 --model smollm2",
+    )
+    sv.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    sv.add_argument("--model", required=True, help="the served model's name")
+    sv.add_argument("--api-key-env", help="environment variable holding the server's key")
+    sv.add_argument("--max-words", type=_non_negative, default=0, help="also find the largest prompt (0: skip)")
+    sv.add_argument("--json", help="also write the result as JSON to this file")
+    sv.set_defaults(fn=cmd_probe_server)
 
     sp = sub.add_parser("report", help="the HTML report of a run dir (or --telemetry: the LLM summary)")
     sp.add_argument("dir")
@@ -689,8 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--echo-auth", action="store_true", help="echo the Authorization header in every body")
     fp.add_argument(
         "--reject-format", action="append", default=[], choices=["json_schema", "json_object"],
-        help="answer 400 to this response_format type (repeatable)",
+        help="refuse this response_format type (repeatable)",
     )  # fmt: skip
+    fp.add_argument("--reject-status", type=int, default=400, choices=[400, 422, 500], help="status of a refusal")
+    fp.add_argument("--reject-body", help="message of a refusal (default: one naming response_format)")
     fp.add_argument("--max-context", type=_positive, help="answer 400 to prompts longer than this many words")
     fp.set_defaults(fn=cmd_serve_fake)
     lp = bsub.add_parser("llm", help="datamill vs raw aiohttp against the fake server, items/s ratio")

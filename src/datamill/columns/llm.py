@@ -41,7 +41,16 @@ PACK_INSTRUCTIONS = (
     "You will get {k} numbered items. Answer each one on its own. Reply with only a JSON object "
     '{{"answers": [{{"id": 1, "answer": ...}}, ...]}} holding exactly {k} answers, one per item id.'
 )
-FORMAT_FALLBACK = {"json_schema": "json_object", "json_object": "prompt"}
+# The structured-output ladder, top down: OpenAI's json_schema; json_object carrying the schema
+# (llama.cpp's servers turn it into a grammar); plain json_object; prompt and parse.
+FORMAT_FALLBACK = {"json_schema": "json_object_schema", "json_object_schema": "json_object", "json_object": "prompt"}
+# The rung each model settled on in this process: a server that refused json_schema for one
+# column or slot is not asked again for the rest of the run.
+LEARNED_FORMAT: dict[tuple[str, str | None, str | None], str] = {}
+
+
+def _model_key(model: ModelSpec) -> tuple[str, str | None, str | None]:
+    return (model.backend, model.base_url, model.model)
 
 
 @dataclass
@@ -52,6 +61,7 @@ class RunContext:
     run_id: str
     use_cache: bool = True
     usage_shared: Any = None
+    workers: int = 1  # processes sharing this machine's cores (the embedded model's thread default)
 
 
 def preflight(spec: ModelSpec) -> None:
@@ -74,7 +84,7 @@ def preflight(spec: ModelSpec) -> None:
             raise UsageError("the embedded backend needs llama-cpp-python: pip install 'datamill[local]'")
 
 
-def make_backend(spec: ModelSpec) -> tuple[Backend, str | None]:
+def make_backend(spec: ModelSpec, workers: int = 1) -> tuple[Backend, str | None]:
     """The backend a model block names, and the secret to keep out of everything it writes."""
     if spec.backend == "openai":
         from datamill.errors import UsageError
@@ -87,9 +97,17 @@ def make_backend(spec: ModelSpec) -> tuple[Backend, str | None]:
                 raise UsageError(f"model.api_key_env: environment variable {spec.api_key_env} is not set")
         assert spec.base_url is not None and spec.model is not None
         return OpenAIBackend(spec.base_url, spec.model, key, spec.timeout_s, spec.concurrency), key
-    from datamill.llm.backends.embedded import EmbeddedBackend
+    from datamill.llm.backends.embedded import EmbeddedBackend, default_threads
 
-    return EmbeddedBackend(spec.model, n_ctx=spec.n_ctx), None
+    return EmbeddedBackend(spec.model, n_ctx=spec.n_ctx, threads=spec.threads or default_threads(workers)), None
+
+
+def _rank(mode: str) -> int:
+    """How far down the ladder a mode is (json_schema is 0)."""
+    rank, m = 0, "json_schema"
+    while m != mode and m in FORMAT_FALLBACK:
+        m, rank = FORMAT_FALLBACK[m], rank + 1
+    return rank
 
 
 class LLM(Column):
@@ -104,7 +122,10 @@ class LLM(Column):
         self._system = JINJA.from_string(self.spec.system) if self.spec.system else None
         self._prompt = JINJA.from_string(self.spec.prompt)
         self.ctx = ctx
-        self.mode: str = ("json_schema" if model.structured == "auto" else model.structured) if schema else "prompt"
+        top = "json_schema" if model.structured == "auto" else model.structured
+        self.mode: str = LEARNED_FORMAT.get(_model_key(model), top) if schema else "prompt"
+        if schema and model.structured != "auto":
+            self.mode = top  # a format the recipe names is used as named
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: LLMClient | None = None
 
@@ -112,7 +133,7 @@ class LLM(Column):
 
     def client(self) -> LLMClient:
         if self._client is None:
-            backend, secret = make_backend(self.model)
+            backend, secret = make_backend(self.model, self.ctx.workers if self.ctx else 1)
             cache = log = None
             if self.ctx is not None and self.ctx.run_dir is not None:
                 if self.ctx.use_cache:
@@ -220,6 +241,8 @@ class LLM(Column):
                 "type": "json_schema",
                 "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
             }
+        elif self.schema is not None and self.mode == "json_object_schema":
+            payload["response_format"] = {"type": "json_object", "schema": self.schema}
         elif self.schema is not None and self.mode == "json_object":
             payload["response_format"] = {"type": "json_object"}
         return payload
@@ -247,10 +270,16 @@ class LLM(Column):
             except LLMFailed as exc:
                 # A server that refuses json_schema gets json_object, then plain prompting.
                 if exc.kind == "unsupported_response_format":
+                    key = _model_key(self.model)
+                    learned = LEARNED_FORMAT.get(key)
+                    if learned is not None and _rank(learned) > _rank(used):
+                        self.mode = learned  # another column or request already stepped down
+                        continue
                     if self.mode != used:
-                        continue  # another request already stepped down; use the new mode
+                        continue
                     if used in FORMAT_FALLBACK:
-                        self.mode = FORMAT_FALLBACK[used]
+                        self.mode = LEARNED_FORMAT[key] = FORMAT_FALLBACK[used]
+                        client.log_step_down(slot, self.name, used, self.mode, exc.kind)
                         continue
                 raise
 

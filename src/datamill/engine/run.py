@@ -56,6 +56,7 @@ class RunSummary:
     seconds: float = 0.0
     stopped: str = "completed"
     stop_detail: str = ""
+    crash_reason: str = ""  # the first slot failed by a native crash of the embedded model
 
     @property
     def slots_remaining(self) -> int:
@@ -152,6 +153,8 @@ def summarize(summary: RunSummary, results: list[PartResult]) -> None:
         summary.slots_failed += len(r.failed)
         summary.records += r.records
         dropped.update(r.dropped)
+        if not summary.crash_reason:
+            summary.crash_reason = next((f["reason"] for f in r.failed if "model_crashed" in f["reason"]), "")
         room = FAILED_SHOWN - len(summary.failed_examples)
         if room > 0:
             summary.failed_examples.extend(r.failed[:room])
@@ -198,7 +201,10 @@ def execute(
         )
         progress.start(len(bounds), summary.slots_done + summary.slots_failed, summary.records)
         run_id = uuid.uuid4().hex[:12]
-        job = RangeJob.for_run(loaded, recipe_text, str(run_dir.path), run_id=run_id, use_cache=use_cache)
+        workers = min(getattr(executor, "workers", 1), max(1, len(pending)))
+        job = RangeJob.for_run(
+            loaded, recipe_text, str(run_dir.path), run_id=run_id, use_cache=use_cache, workers=workers
+        )
         try:
             for res in executor.map(job, pending, progress.advance):
                 results.append(res)

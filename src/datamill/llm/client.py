@@ -110,6 +110,14 @@ class LLMClient:
         if self.log is not None:
             self.log.write(backend=self.backend.name, model=self.model, **fields)
 
+    def log_step_down(self, slot: int, column: str, used: str, now: str, error: str) -> None:
+        """One line when a server refuses a response_format and the run steps down a rung for good."""
+        self._log(
+            slot=slot, column=column, attempt=0, status="step_down", http_status=None, error=error,
+            latency_ms=0.0, prompt_tokens=0, completion_tokens=0, pack=1, repairs=[], cost_usd=0.0,
+            step_down={"from": used, "to": now},
+        )  # fmt: skip
+
     async def request(
         self,
         payload: dict[str, Any],

@@ -133,3 +133,67 @@ def probe_served(
         "note": "largest prompt the server accepted (its own usage counts); "
         "the true limit lies below the first refused size",
     }
+
+
+PROBE_SCHEMA = {
+    "type": "object",
+    "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},
+    "required": ["colour", "count"],
+}
+# The structured-output ladder, top down, as the LLM column sends each rung.
+FORMATS: dict[str, dict[str, Any]] = {
+    "json_schema": {"type": "json_schema", "json_schema": {"name": "probe", "schema": PROBE_SCHEMA, "strict": True}},
+    "json_object_schema": {"type": "json_object", "schema": PROBE_SCHEMA},
+    "json_object": {"type": "json_object"},
+}
+
+
+def probe_server(
+    base_url: str, model: str, api_key: str | None, max_words: int = 0, timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """Ask an OpenAI-compatible server once per capability: which response formats it accepts
+    (and whether the answer then parses and matches the schema), whether it takes and honours a
+    ``seed``, whether it accepts list-form message content, and (with ``max_words``) its context."""
+    from datamill.llm.backends.openai import OpenAIBackend
+    from datamill.llm.structured import SchemaCheck, parse_structured
+    from datamill.llm.types import BackendError, parse_completion
+
+    user = "Give one colour and a count from 1 to 9 as JSON with keys colour and count."
+    check = SchemaCheck(PROBE_SCHEMA)
+
+    async def ask(backend: OpenAIBackend, **extra: Any) -> tuple[str | None, str | None]:
+        payload = {"model": model, "max_tokens": 48, "temperature": 0.0,
+                   "messages": [{"role": "user", "content": user}], **extra}  # fmt: skip
+        try:
+            return parse_completion(await backend.complete(payload)).text, None
+        except BackendError as exc:
+            return None, f"{exc.kind}: {exc}"[:200]
+
+    async def main() -> dict[str, Any]:
+        backend = OpenAIBackend(base_url, model, api_key, timeout_s, 1)
+        caps: dict[str, Any] = {}
+        try:
+            text, err = await ask(backend)
+            caps["chat"] = {"ok": err is None, "error": err}
+            for name, fmt in FORMATS.items():
+                text, err = await ask(backend, response_format=fmt)
+                valid = err is None and text is not None and parse_structured(text, check).ok
+                caps[name] = {"ok": err is None, "valid_json": valid, "error": err}
+            seeded = [await ask(backend, seed=1234, temperature=1.0) for _ in range(2)]
+            err = seeded[0][1] or seeded[1][1]
+            caps["seed"] = {"ok": err is None, "reproducible": err is None and seeded[0][0] == seeded[1][0],
+                            "error": err}  # fmt: skip
+            listed = [{"role": "user", "content": [{"type": "text", "text": user}]}]
+            text, err = await ask(backend, messages=listed)
+            caps["list_content"] = {"ok": err is None, "error": err}
+        finally:
+            await backend.aclose()
+        return caps
+
+    caps = asyncio.run(main())
+    ladder = next((name for name in FORMATS if caps[name]["ok"]), "prompt")
+    result: dict[str, Any] = {"base_url": base_url, "model": model, "capabilities": caps, "ladder_uses": ladder}
+    if max_words:
+        served = probe_served(base_url, model, api_key, max_words, timeout_s)
+        result["largest_context"] = served["largest_context"]
+    return result

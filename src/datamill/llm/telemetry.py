@@ -96,6 +96,10 @@ def window_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def summarize(rows: Iterable[dict[str, Any]], windows: int = 5) -> dict[str, Any]:
     """The run summary: rates, latency percentiles, counts, repairs, failures, tokens, cost, drift."""
     rows = list(rows)
+    # A step down the structured-output ladder is an event, not an attempt.
+    step_downs = [{"column": r.get("column"), "model": r.get("model"), **r["step_down"]} for r in rows
+                  if r["status"] == "step_down"]  # fmt: skip
+    rows = [r for r in rows if r["status"] != "step_down"]
     statuses = Counter(r["status"] for r in rows)
     live = [r for r in rows if r["status"] != "cached"]
     lat = sorted(float(r["latency_ms"]) for r in live if r.get("latency_ms") is not None)
@@ -132,6 +136,7 @@ def summarize(rows: Iterable[dict[str, Any]], windows: int = 5) -> dict[str, Any
         "cache_hits": statuses["cached"],
         "cost_usd": round(sum(float(r.get("cost_usd") or 0.0) for r in rows), 6),
         "trimmed_prompts": sum(1 for r in rows if r.get("trimmed_tokens")),
+        "format_step_downs": step_downs,
     }
     out["drift"] = drift(rows, windows)
     return out

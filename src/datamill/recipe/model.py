@@ -172,9 +172,10 @@ class ModelSpec(_Strict):
     max_tokens: int | None = Field(None, ge=1, description="stop the run when this many tokens are used")
     price_prompt_per_1k: float | None = Field(None, ge=0)
     price_completion_per_1k: float | None = Field(None, ge=0)
-    structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
+    structured: Literal["auto", "json_schema", "json_object_schema", "json_object", "prompt"] = "auto"
     send_seed: bool = True
     n_ctx: int = Field(2048, ge=128, description="embedded: context window")
+    threads: int | None = Field(None, ge=1, description="embedded: llama.cpp threads (default: cores / workers)")
     context_limit: int | None = Field(None, ge=16, description="trim prompts longer than this many tokens")
 
     @model_validator(mode="after")

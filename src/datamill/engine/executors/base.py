@@ -39,21 +39,30 @@ class RangeJob:
     run_dir: str
     run_id: str = ""
     use_cache: bool = True
+    workers: int = 1
 
     @classmethod
     def for_run(
-        cls, loaded: LoadedRecipe, recipe_text: str, run_dir: str, run_id: str = "", use_cache: bool = True
+        cls,
+        loaded: LoadedRecipe,
+        recipe_text: str,
+        run_dir: str,
+        run_id: str = "",
+        use_cache: bool = True,
+        workers: int = 1,
     ) -> RangeJob:
         r = loaded.recipe
         params = orjson.dumps(r.params, option=orjson.OPT_SORT_KEYS).decode()
-        return cls(recipe_text, loaded.file, str(loaded.base_dir), r.size, r.seed, params, run_dir, run_id, use_cache)
+        return cls(
+            recipe_text, loaded.file, str(loaded.base_dir), r.size, r.seed, params, run_dir, run_id, use_cache, workers
+        )
 
     def runner(self) -> SlotRunner:
         runner = _RUNNERS.get(self)
         if runner is None:
             loaded = load_text(self.recipe_text, self.recipe_file, Path(self.base_dir))
             params = orjson.loads(self.params_json)
-            ctx = RunContext(Path(self.run_dir), self.run_id, self.use_cache, SHARED_USAGE[0])
+            ctx = RunContext(Path(self.run_dir), self.run_id, self.use_cache, SHARED_USAGE[0], self.workers)
             runner = SlotRunner(loaded.with_overrides(size=self.size, seed=self.seed, params=params), ctx)
             _RUNNERS.clear()
             _RUNNERS[self] = runner

@@ -15,6 +15,23 @@ from datamill.errors import UsageError
 from datamill.llm.types import BackendError
 
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "grammar", "schema")
+# Servers refuse a response_format they do not know with 400 (OpenAI, vLLM), 422 (FastAPI's
+# validation) or 500 (llama-cpp-python's server wraps its validation error in a 500).
+_FORMAT_STATUSES = (400, 422, 500)
+
+
+def refuses_format(payload: dict[str, Any], status: int, body: str) -> bool:
+    """True when a reply names the request's response_format as what it could not accept.
+
+    A 500 must name ``response_format`` itself: an honest server error that mentions only a
+    schema word is a transient failure, retried, not a reason to step down the format ladder.
+    """
+    if "response_format" not in payload or status not in _FORMAT_STATUSES:
+        return False
+    text = body.lower()
+    if status == 500:
+        return "response_format" in text
+    return any(w in text for w in _FORMAT_WORDS)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -74,6 +91,8 @@ class OpenAIBackend:
         if status == 200:
             return body
         detail = self.redact(body[:300].decode("utf-8", "replace")).replace("\n", " ")
+        if refuses_format(payload, status, body[:4096].decode("utf-8", "replace")):
+            raise BackendError("unsupported_response_format", f"HTTP {status}: {detail}", status)
         if status == 429:
             raise BackendError("rate_limited", f"HTTP 429: {detail}", status, retry_after)
         if status in (503, 529):
@@ -82,8 +101,6 @@ class OpenAIBackend:
             raise BackendError("server_error", f"HTTP {status}: {detail}", status, retry_after)
         if status in (401, 403):
             raise BackendError("auth", f"HTTP {status}: {detail}", status)
-        if status == 400 and "response_format" in payload and any(w in detail.lower() for w in _FORMAT_WORDS):
-            raise BackendError("unsupported_response_format", f"HTTP 400: {detail}", status)
         raise BackendError("bad_request", f"HTTP {status}: {detail}", status)
 
     async def aclose(self) -> None:
