@@ -234,6 +234,8 @@ class LLM(Column):
             "temperature": self.spec.temperature,
             "max_tokens": self.spec.max_tokens,
         }
+        if self.model.extra_body:
+            payload = {**self.model.extra_body, **payload}  # what datamill sets is not overridden
         if self.model.send_seed:
             payload["seed"] = seed
         if self.schema is not None and self.mode == "json_schema":

@@ -169,6 +169,8 @@ def recipe_hash(recipe: Recipe) -> str:
     data.pop("gates", None)  # gates judge the output; they do not decide it
     if data.get("model"):
         data["model"] = {k: v for k, v in data["model"].items() if k not in OPERATIONAL_MODEL_KEYS}
+        if not data["model"].get("extra_body"):
+            data["model"].pop("extra_body", None)  # new field: an empty one keeps older run dirs' hashes
     for col in data["columns"].values():
         override = (col.get("llm") or {}).get("model")
         if override:

@@ -177,6 +177,10 @@ class ModelSpec(_Strict):
     n_ctx: int = Field(2048, ge=128, description="embedded: context window")
     threads: int | None = Field(None, ge=1, description="embedded: llama.cpp threads (default: cores / workers)")
     context_limit: int | None = Field(None, ge=16, description="trim prompts longer than this many tokens")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="openai: extra fields sent in every request body (server-specific sampling settings)",
+    )
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> ModelSpec:
