@@ -55,3 +55,6 @@ class RecipeError(InputError):
         self.message = message
         where = f"{file}:{line}:{col}" if line > 0 else file
         super().__init__(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:  # crosses process pools intact
+        return (type(self), (self.file, self.line, self.col, self.path, self.message))

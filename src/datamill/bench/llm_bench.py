@@ -168,7 +168,7 @@ def print_llm_bench(result: dict[str, Any]) -> None:
 EMBEDDED_PROMPT = "Write a short sentence about the number {n}."
 
 
-def _embedded_bare(n: int, max_tokens: int) -> dict[str, Any]:
+def _embedded_bare(n: int, max_tokens: int, threads: int) -> dict[str, Any]:
     from llama_cpp import Llama
 
     from datamill.llm.backends.embedded import default_model_path
@@ -176,7 +176,14 @@ def _embedded_bare(n: int, max_tokens: int) -> dict[str, Any]:
 
     cpu0, _ = _usage()
     t0 = time.perf_counter()
-    llm = Llama(model_path=str(default_model_path()), n_ctx=2048, verbose=False, seed=0)
+    llm = Llama(
+        model_path=str(default_model_path()),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+        seed=0,
+    )
     tokens = 0
     for i in range(n):
         out = llm.create_chat_completion(
@@ -192,13 +199,14 @@ def _embedded_bare(n: int, max_tokens: int) -> dict[str, Any]:
     return {"items": n, "completion_tokens": tokens, "seconds": seconds, "cpu_s": cpu1 - cpu0, "peak_rss_mb": rss}
 
 
-def _embedded_datamill(n: int, max_tokens: int, workdir: str) -> dict[str, Any]:
+def _embedded_datamill(n: int, max_tokens: int, threads: int, workdir: str) -> dict[str, Any]:
     from datamill.llm.telemetry import read_attempts
 
     text = f"""
 name: bench-embedded
 seed: 1
 size: {n}
+model: {{threads: {threads}}}
 columns:
   n: {{expr: "slot"}}
   answer: {{llm: {{prompt: "{EMBEDDED_PROMPT.format(n="{{ n }}")}", max_tokens: {max_tokens}, temperature: 0.7}}}}
@@ -210,21 +218,26 @@ output: {{part_size: {n}}}
     return result
 
 
-def run_embedded_bench(n: int, max_tokens: int) -> dict[str, Any]:
-    """The embedded backend against bare llama-cpp-python on the same prompts, model load included in both."""
-    import llama_cpp  # noqa: F401
+def run_embedded_bench(n: int, max_tokens: int, threads: int | None = None) -> dict[str, Any]:
+    """The embedded backend (its model in a child process) against bare llama-cpp-python in process,
+    on the same prompts, seeds and threads, model load included in both."""
+    import llama_cpp
 
     import datamill.engine  # noqa: F401
+    from datamill.llm.backends.embedded import usable_cores
 
-    bare = in_fork(_embedded_bare, n, max_tokens)
+    threads = threads or usable_cores()
+    bare = in_fork(_embedded_bare, n, max_tokens, threads)
     with tempfile.TemporaryDirectory(prefix="datamill-bench-emb-") as tmp:
-        ours = in_fork(_embedded_datamill, n, max_tokens, tmp)
+        ours = in_fork(_embedded_datamill, n, max_tokens, threads, tmp)
     for r in (bare, ours):
         r["tokens_per_s"] = r["completion_tokens"] / r["seconds"]
         r["items_per_s"] = r["items"] / r["seconds"]
     return {
         "n": n,
         "max_tokens": max_tokens,
+        "threads": threads,
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
         "bare": bare,
         "datamill": ours,
         "ratio_tokens_per_s": ours["tokens_per_s"] / bare["tokens_per_s"],
@@ -233,7 +246,11 @@ def run_embedded_bench(n: int, max_tokens: int) -> dict[str, Any]:
 
 
 def print_embedded_bench(result: dict[str, Any]) -> None:
-    print(f"embedded bench: {result['n']} prompts, max_tokens={result['max_tokens']} (model load included)")
+    print(
+        f"embedded bench: {result['n']} prompts, max_tokens={result['max_tokens']}, threads={result['threads']} "
+        "(model load included)"
+    )
+    print(f"  llama.cpp build: {result['system_info']}")
     for label in ("datamill", "bare"):
         r = result[label]
         print(

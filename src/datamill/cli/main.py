@@ -523,7 +523,7 @@ def cmd_bench_dedup(args: argparse.Namespace) -> int:
 def cmd_bench_embedded(args: argparse.Namespace) -> int:
     from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
 
-    result = run_embedded_bench(args.n, args.max_tokens)
+    result = run_embedded_bench(args.n, args.max_tokens, args.threads)
     print_embedded_bench(result)
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
@@ -801,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
     ep.add_argument("--n", type=_positive, default=16)
     ep.add_argument("--max-tokens", type=_positive, default=64)
+    ep.add_argument("--threads", type=_positive, help="llama.cpp threads for both (default: the usable cores)")
     ep.add_argument("--json", help="also write the result as JSON to this file")
     ep.set_defaults(fn=cmd_bench_embedded)
     return p

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datamill.recipe.sandbox import SecurityError, render_guard
 from datamill.seeds import sub_seed
 
 
@@ -57,6 +58,8 @@ class Column(ABC):
                 continue
             try:
                 self.evaluate_slot(state)
+            except SecurityError as exc:  # a recipe reaching for the interpreter is bad input, not bad luck
+                raise render_guard(self.name, exc) from None
             except Exception as exc:  # a column's bug or bad data fails its slot, never the run
                 state.failed = f"{self.name}: {type(exc).__name__}: {exc}"
 

@@ -35,6 +35,7 @@ from datamill.llm.telemetry import AttemptLog
 from datamill.llm.types import BudgetExceeded, ChatResponse
 from datamill.recipe.check import JINJA
 from datamill.recipe.model import LLMColumn, ModelSpec
+from datamill.recipe.sandbox import SecurityError, UnsafeTemplate, render_guard
 from datamill.seeds import sub_seed
 
 PACK_INSTRUCTIONS = (
@@ -182,7 +183,9 @@ class LLM(Column):
                     groups.append([item])
         results = await asyncio.gather(*(self._group(g) for g in groups), return_exceptions=True)
         for group, res in zip(groups, results, strict=True):
-            if isinstance(res, BudgetExceeded) or (isinstance(res, BaseException) and not isinstance(res, Exception)):
+            if isinstance(res, (BudgetExceeded, UnsafeTemplate)) or (
+                isinstance(res, BaseException) and not isinstance(res, Exception)
+            ):
                 raise res
             if isinstance(res, Exception):  # nothing is silent: the group's slots fail with the reason
                 for state, _ in group:
@@ -204,13 +207,18 @@ class LLM(Column):
             state.failed = f"{self.name}: {exc.kind}: {exc}"
         except BudgetExceeded:
             raise
+        except SecurityError as exc:
+            raise render_guard(self.name, exc) from None
         except Exception as exc:  # a template or backend bug fails this slot alone
             state.failed = f"{self.name}: {type(exc).__name__}: {exc}"
 
     def _render(self, state: SlotState, row: dict[str, Any]) -> tuple[str | None, str]:
         context = state.template_context(row)
-        system = self._system.render(**context) if self._system else None
-        return system, self._prompt.render(**context)
+        try:
+            system = self._system.render(**context) if self._system else None
+            return system, self._prompt.render(**context)
+        except SecurityError as exc:
+            raise render_guard(self.name, exc) from None
 
     def _system_text(self, system: str | None) -> str | None:
         if self.schema is None:

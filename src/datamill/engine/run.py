@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -24,7 +25,7 @@ from datamill.engine.commit import PartResult, committed_results, pending_ranges
 from datamill.engine.executors import Executor, LocalExecutor, RangeJob
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
-from datamill.errors import RunDirError, UsageError
+from datamill.errors import InputError, RunDirError, UsageError
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.check import column_model
@@ -180,7 +181,29 @@ def execute(
     executor = executor or LocalExecutor(1)
     progress = progress or NullProgress()
     run_dir = open_run_dir(loaded, out)
+    fresh = not run_dir.path.exists()
     run_dir.create(manifest_for(loaded, plan, recipe_text))
+    try:
+        return _execute(loaded, recipe_text, run_dir, plan, num_shards, shard_index, executor, progress, use_cache)
+    except InputError:
+        # Bad input found only once slots ran (a template the sandbox refused at render time):
+        # a run dir this invocation made holds nothing of value and is removed, as if never written.
+        if fresh and not any(run_dir.parts_dir.glob("*.meta.json")):
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
+
+
+def _execute(
+    loaded: LoadedRecipe,
+    recipe_text: str,
+    run_dir: RunDir,
+    plan: Plan,
+    num_shards: int,
+    shard_index: int,
+    executor: Executor,
+    progress: Progress,
+    use_cache: bool,
+) -> RunSummary:
     bounds = plan.shard_bounds(num_shards, shard_index)
     summary = RunSummary(loaded.recipe.name, loaded.hash, num_shards, shard_index, slots_total=len(bounds))
     t0 = time.perf_counter()

@@ -15,7 +15,10 @@ from datamill.columns import Column, RunContext, SlotState, build_columns
 from datamill.columns.generators import Generator
 from datamill.columns.llm import LLM
 from datamill.engine.plan import Plan
+from datamill.errors import RecipeError
 from datamill.recipe import LoadedRecipe
+from datamill.recipe.model import ExpressionColumn, LLMColumn, TemplateColumn
+from datamill.recipe.sandbox import UnsafeTemplate
 from datamill.seeds import sample_id, slot_seed
 
 
@@ -62,9 +65,24 @@ class SlotRunner:
     def run(self, slots: Sequence[int], attempt: int = 0) -> list[SlotOutcome]:
         """Run ``slots`` at ``attempt`` and return their outcomes in the order given."""
         batch = [self.state(i, attempt) for i in slots]
-        for col in self.columns:
-            col.evaluate(batch)
+        try:
+            for col in self.columns:
+                col.evaluate(batch)
+        except UnsafeTemplate as exc:
+            raise self._where(exc) from None
         return [self._outcome(s) for s in batch]
+
+    def _where(self, exc: UnsafeTemplate) -> RecipeError:
+        """The recipe line of the template that reached for the interpreter at render time."""
+        spec = self.recipe.columns.get(exc.column)
+        field: tuple[str, ...] = ()
+        if isinstance(spec, TemplateColumn):
+            field = ("template",)
+        elif isinstance(spec, ExpressionColumn):
+            field = ("expr",)
+        elif isinstance(spec, LLMColumn):
+            field = ("llm", "prompt")
+        return self.loaded.locator.error(("columns", exc.column, *field), exc.message)
 
     def sample(self, slots: Sequence[int], names: Sequence[str]) -> list[dict[str, Any]]:
         """Only the named columns (and what they depend on) of ``slots`` at attempt 0.

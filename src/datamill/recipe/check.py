@@ -28,14 +28,13 @@ from datamill.recipe.model import (
     Recipe,
     TemplateColumn,
 )
+from datamill.recipe.sandbox import JINJA, unsafe_reason
 
 if TYPE_CHECKING:
     from datamill.recipe.loader import LoadedRecipe
 
 # Names a template or expression may use besides columns.
 CONTEXT_NAMES = frozenset({"params", "cycle", "slot"})
-
-JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 def template_source(col: ExpressionColumn | TemplateColumn) -> str:
@@ -190,6 +189,9 @@ def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src
         ast = JINJA.parse(src)
     except jinja2.TemplateSyntaxError as exc:
         raise loc.error(where, f"invalid {what}: {exc.message}") from None
+    reason = unsafe_reason(ast)
+    if reason is not None:
+        raise loc.error(where, f"unsafe template: {reason}")
     for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
         if var not in recipe.columns and var not in CONTEXT_NAMES:
             raise loc.error(where, f"unknown column {var!r}; expected one of: {', '.join(recipe.columns)}")
