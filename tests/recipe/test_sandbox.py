@@ -22,7 +22,10 @@ STATIC = [
     ("class-mro-subclasses", "{{ ''.__class__.__mro__[1].__subclasses__() }}"),
     ("subscript-class", "{{ x['__class__'] }}"),
     ("escaped-subscript", "{{ x['\\x5f\\x5fclass\\x5f\\x5f'] }}"),
-    ("template-reference", "{{ self._TemplateReference__context.cycler.__init__.__globals__.os.system('touch MARK') }}"),
+    (
+        "template-reference",
+        "{{ self._TemplateReference__context.cycler.__init__.__globals__.os.system('touch MARK') }}",
+    ),
     ("self-module", "{{ self.__init__.__globals__ }}"),
     ("attr-filter", "{{ x|attr('__class__') }}"),
     ("attr-filter-built", "{{ x|attr('_' ~ '_class_' ~ '_') }}"),
@@ -111,7 +114,7 @@ def test_useful_filters_and_tests_still_work(run_cli, tmp_path: Path) -> None:
         "name: ok\nseed: 1\nsize: 3\ncolumns:\n  x: {sampler: integer, low: 1, high: 3}\n"
         "  y: {template: \"{{ (x * 2)|string|upper }}-{{ ['a','b']|join(',') }}-{{ x is odd }}"
         "-{{ range(x)|list|length }}-{{ '%03d'|format(x) }}-{{ 'A B'.lower().split() }}\"}\n"
-        "  z: {expr: \"[x, 1]|max\"}\n"
+        '  z: {expr: "[x, 1]|max"}\n'
     )
     out = tmp_path / "run"
     res = run_cli("run", str(recipe), "--out", str(out))
