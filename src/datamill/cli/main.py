@@ -132,7 +132,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         lo, hi = plan.shard_bounds(args.num_shards, s)
         n_ranges = len(range(lo // plan.part_size, (hi - 1) // plan.part_size + 1)) if hi > lo else 0
         print(f"  shard {s:<3} slots [{lo:,}, {hi:,})  {hi - lo:,} slots in {n_ranges:,} parts")
+    _print_touches(loaded)
     return 0
+
+
+def _print_touches(loaded: Any) -> None:
+    from datamill.recipe.trust import describe, touches
+
+    for line in describe(touches(loaded)):
+        print(line)
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
@@ -146,6 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
     loaded, text = load_recipe(args.recipe, args.size, args.seed, args.param)
+    if args.check:
+        print(f"recipe {loaded.recipe.name} ({loaded.file}), hash {loaded.hash}: checks passed")
+        _print_touches(loaded)
+        return 0
     from datamill.engine.run import check_shards
 
     check_shards(args.num_shards, args.shard_index)
@@ -520,6 +532,20 @@ def cmd_bench_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_templates(args: argparse.Namespace) -> int:
+    from datamill.bench.template_bench import run_template_bench
+
+    r = run_template_bench(args.size, args.repeat)
+    print(f"templates bench: {r['size']:,} slots, 8 expression/template columns, best of {r['repeat']}")
+    for label in ("datamill", "plain"):
+        x = r[label]
+        print(f"  {label:<9} {x['seconds']:>7.2f}s  {x['records_per_s']:>9,.0f} records/s")
+    print(f"  ratio sandboxed/plain: {r['ratio']:.3f} (time; lower is better)")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def cmd_bench_embedded(args: argparse.Namespace) -> int:
     from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
 
@@ -634,6 +660,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--param", type=_param, action="append", metavar="KEY=VALUE", help="override a recipe parameter"
         )
+        trust_args(sp)
+
+    def trust_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--trust-code",
+            action="store_true",
+            help="allow code from outside the recipe's folder and installed packages",
+        )
+        sp.add_argument("--trust-host", action="append", default=[], metavar="HOST", help="allow sending a key to HOST")
 
     sp = sub.add_parser("recipes", help="list built-in recipes")
     sp.set_defaults(fn=cmd_recipes)
@@ -653,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--shard-index", type=_non_negative, default=0)
     sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     sp.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
+    sp.add_argument("--check", action="store_true", help="print what the recipe will touch, then exit")
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("status", help="done/remaining slots, records, rate and ETA of a run dir")
@@ -708,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--out", default="golden.json")
     gc.add_argument("--seed", type=_non_negative)
     gc.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE")
+    trust_args(gc)
     gc.set_defaults(fn=cmd_golden_create)
     gr = gsub.add_parser("run", help="regenerate the golden slots and compare with a baseline")
     gr.add_argument("recipe")
@@ -717,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--tolerance", action="append", metavar="NAME=VALUE", help="absolute tolerance for a metric")
     gr.add_argument("--seed", type=_non_negative)
     gr.add_argument("--param", type=_param, action="append", metavar="KEY=VALUE")
+    trust_args(gr)
     gr.set_defaults(fn=cmd_golden_run)
 
     sp = sub.add_parser(
@@ -798,6 +836,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--n", type=_positive, default=100_000)
     dp.add_argument("--repeat", type=_positive, default=1)
     dp.set_defaults(fn=cmd_bench_dedup)
+    tp = bsub.add_parser("templates", help="the template sandbox's cost: sandboxed vs plain Jinja2, same recipe")
+    tp.add_argument("--size", type=_positive, default=100_000)
+    tp.add_argument("--repeat", type=_positive, default=3)
+    tp.add_argument("--json", help="also write the result as JSON to this file")
+    tp.set_defaults(fn=cmd_bench_templates)
     ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
     ep.add_argument("--n", type=_positive, default=16)
     ep.add_argument("--max-tokens", type=_positive, default=64)
@@ -839,6 +882,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"datamill: error: {exc}", file=sys.stderr)
             return exc.exit_code
     try:
+        _apply_trust(args)
         return int(args.fn(args))
     except RecipeError as exc:
         print(str(exc), file=sys.stderr)  # FILE:LINE:COL: field.path: message, like a compiler
@@ -849,6 +893,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("datamill: interrupted; committed parts are kept, re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+def _apply_trust(args: argparse.Namespace) -> None:
+    """The config file's trust entry, widened by this command's --trust-code / --trust-host."""
+    from datamill.recipe import trust
+
+    policy = trust.load_config()
+    policy.code = policy.code or bool(getattr(args, "trust_code", False))
+    policy.hosts |= {h.lower() for h in getattr(args, "trust_host", None) or []}
+    trust.set_policy(policy)
 
 
 def entry() -> NoReturn:

@@ -30,6 +30,7 @@ from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.check import column_model
 from datamill.recipe.model import LLMColumn
+from datamill.recipe.trust import touches
 from datamill.store.rundir import RunDir, utc_now
 
 # Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
@@ -102,6 +103,7 @@ def manifest_for(loaded: LoadedRecipe, plan: Plan, recipe_text: str) -> dict[str
         "recipe": loaded.recipe.model_dump(mode="json"),
         "recipe_text": recipe_text,
         "plan": plan.summary(),
+        "touches": touches(loaded),
         "created": utc_now(),
     }
 

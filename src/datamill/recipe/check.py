@@ -29,6 +29,7 @@ from datamill.recipe.model import (
     TemplateColumn,
 )
 from datamill.recipe.sandbox import JINJA, unsafe_reason
+from datamill.recipe.trust import check_code, check_key_host
 
 if TYPE_CHECKING:
     from datamill.recipe.loader import LoadedRecipe
@@ -171,6 +172,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                 if dep not in recipe.columns:
                     raise loc.error((*where, "inputs", i), f"unknown column {dep!r}; expected one of: {known}")
             try:
+                check_code(col.generator, loaded.base_dir)
                 resolve_generator(col.generator, loaded.base_dir)
             except LookupError as exc:
                 raise loc.error((*where, "generator"), str(exc)) from None
@@ -208,13 +210,22 @@ def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> N
     for field, src in llm_templates(col).items():
         _check_template(loaded, name, (*where, field), src, "Jinja2 template")
     try:
-        column_model(recipe, col)
+        model = column_model(recipe, col)
     except ValidationError as exc:
         err = exc.errors()[0]
         inner = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise loc.error((*where, "model", *err["loc"]), f"{inner + ': ' if inner else ''}{msg}") from None
+    if model.backend == "openai" and model.api_key_env and model.base_url:
+        try:
+            check_key_host(model.base_url, model.api_key_env)
+        except LookupError as exc:
+            override = col.llm.model or {}
+            at = (*where, "model", "base_url") if "base_url" in override else ("model", "base_url")
+            raise loc.error(at, str(exc)) from None
     try:
+        if isinstance(col.llm.schema_, str):
+            check_code(col.llm.schema_, loaded.base_dir)
         schema = resolve_schema(col.llm.schema_, loaded.base_dir)
         if schema is not None:
             jsonschema.validators.validator_for(schema).check_schema(schema)
