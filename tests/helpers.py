@@ -67,3 +67,20 @@ columns:
   answer: {column}
 output: {{part_size: {part_size}}}
 """
+
+
+def reseal(part: Any) -> None:
+    """Make ``part``'s meta match its (edited) file, as a buggy writer would have committed it:
+    for tests of what readers do with content that is whole but wrong (a planted duplicate)."""
+    from pathlib import Path
+
+    from datamill.store.integrity import HASH_FIELD, hash_file, seal
+
+    path = Path(part)
+    stem = path.name.split(".", 1)[0]
+    meta_path = path.with_name(stem + ".meta.json")
+    meta = orjson.loads(meta_path.read_bytes())
+    meta.update({"bytes": path.stat().st_size, HASH_FIELD: hash_file(path)})
+    if path.name.endswith(".jsonl"):
+        meta["records"] = len(path.read_bytes().splitlines())
+    meta_path.write_bytes(orjson.dumps(seal(meta)))

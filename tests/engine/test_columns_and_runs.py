@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from helpers import reseal
+
 GEN = '''
 def pairs(ctx):
     """Yields n records; slot 13 raises, to prove a failed slot is counted, not lost."""
@@ -120,6 +122,7 @@ def test_merge_refuses_a_planted_duplicate_record(run_cli, tmp_path: Path) -> No
     part = next(p for p in (a / "parts").iterdir() if p.name.endswith(".jsonl"))
     lines = part.read_bytes().splitlines(keepends=True)
     part.write_bytes(b"".join([*lines[:5], lines[2], *lines[5:]]))
+    reseal(part)  # a duplicate committed as such (a writer's bug), not disk damage
     res = run_cli("merge", str(a), "--out", str(tmp_path / "m.jsonl"))
     assert res.returncode == 1
     sid = orjson.loads(lines[2])["sample_id"]

@@ -362,7 +362,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         gates += load_gates(args.gates)
     params = {"integration_span_cap": args.integration_span_cap} if args.integration_span_cap else None
     report = verify(target, tokenizer=args.tokenizer, gates=gates, perf_budget_sec_per_100=args.perf_budget_sec_per_100,
-                    count_tokens=not args.no_tokens, params=params)  # fmt: skip
+                    count_tokens=not args.no_tokens, params=params, allow_partial=args.allow_partial)  # fmt: skip
     out = Path(args.report) if args.report else (target / "reports" / "verify.json" if target.is_dir() else None)
     if out is not None:
         if not out.parent.is_dir():
@@ -430,9 +430,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"rate       {rate}")
     print(f"eta        {'done' if s.slots_remaining == 0 else fmt_duration(st.eta_s)}")
     print(f"running    {', '.join(st.running_shards) or 'no'}")
+    if st.missing:
+        print(
+            "missing    "
+            + ", ".join(f"[{a:,}, {b:,})" for a, b in st.missing[:5])
+            + (" ..." if len(st.missing) > 5 else "")
+        )
+    for reason in st.damaged:
+        print(f"damaged    {reason}")
     if st.last_stop:
         print(f"last stop  {st.last_stop}")
     return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from datamill.store import RunDir
+    from datamill.store.integrity import fsck
+    from datamill.store.reader import describe_gaps
+
+    r = fsck(args.dir, repair=args.repair)
+    for _, reason in r.damaged:
+        print(reason)
+    for meta in r.orphan_metas:
+        print(f"{meta}: orphan meta (no part file: deleted, or left by a killed writer)")
+    if r.missing:
+        planned = int(RunDir(args.dir).manifest()["plan"]["slots"])
+        print(f"{args.dir}: {describe_gaps(r.missing, planned)}")
+    for q in r.quarantined:
+        print(f"quarantined: {q}")
+    print(
+        f"fsck: {r.parts:,} parts checked, {len(r.damaged):,} damaged, {len(r.orphan_metas):,} orphan metas, "
+        f"{sum(b - a for a, b in r.missing):,} slots without a part"
+    )
+    if r.clean:
+        return 0
+    if args.repair:
+        print(f"repaired: `datamill run` on {args.dir} makes the quarantined ranges again (LLM answers from the cache)")
+        return 0
+    print(f"run `datamill fsck {args.dir} --repair` to quarantine them")
+    return 1
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
@@ -440,7 +476,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
     out = sys.stdout.buffer
     try:
-        write_in_order(args.dir, out)
+        write_in_order(args.dir, out, allow_partial=args.allow_partial)
         out.flush()
     except BrokenPipeError:
         # `datamill cat DIR | head` is normal use: stop quietly.
@@ -696,9 +732,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print as JSON")
     sp.set_defaults(fn=cmd_status)
 
-    sp = sub.add_parser("cat", help="stream a run dir's records as JSONL in slot order")
+    sp = sub.add_parser(
+        "cat",
+        help="stream a run dir's records as JSONL in slot order (each part checked: size, hash)",
+        epilog="example: datamill cat runs/lt | head",
+    )
     sp.add_argument("dir")
+    sp.add_argument("--allow-partial", action="store_true", help="stream even if slots have no part")
     sp.set_defaults(fn=cmd_cat)
+
+    sp = sub.add_parser(
+        "fsck",
+        help="check every part and meta of a run dir; --repair quarantines damaged parts for the next run",
+        epilog="example: datamill fsck runs/lt --repair && datamill run lambda-traces --out runs/lt",
+    )
+    sp.add_argument("dir")
+    sp.add_argument("--repair", action="store_true", help="move damaged parts and orphan metas into RUN/quarantine/")
+    sp.set_defaults(fn=cmd_fsck)
 
     sp = sub.add_parser("merge", help="concatenate shards in slot order into one JSONL file")
     sp.add_argument("dirs", nargs="+")
@@ -714,6 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--perf-budget-sec-per-100", type=float, help="warn when verify takes longer per 100 items")
     sp.add_argument("--no-tokens", action="store_true", help="skip token counts")
     sp.add_argument("--integration-span-cap", type=_positive, help="contextual items: the span cap to check")
+    sp.add_argument("--allow-partial", action="store_true", help="verify a run dir even if slots have no part")
     sp.set_defaults(fn=cmd_verify)
 
     sp = sub.add_parser("dedup", help="order-independent dedup of a run dir, regenerating rejected slots")

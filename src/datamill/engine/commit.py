@@ -21,6 +21,7 @@ from datamill.engine.plan import Plan, SlotRange
 from datamill.engine.slots import SlotRunner
 from datamill.store import atomic
 from datamill.store.formats import dumps_line, open_sink, suffix
+from datamill.store.integrity import HASH_FIELD, hash_file, seal
 from datamill.store.rundir import RunDir, part_stem
 
 
@@ -36,17 +37,21 @@ class PartResult:
     dropped: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
+    content_hash: str = ""
 
     def meta(self) -> dict[str, Any]:
-        return {
-            "range": [self.start, self.end],
-            "records": self.records,
-            "slots_done": self.slots_done,
-            "slots_failed": self.failed,
-            "dropped": self.dropped,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 3),
-        }
+        return seal(
+            {
+                "range": [self.start, self.end],
+                "records": self.records,
+                "slots_done": self.slots_done,
+                "slots_failed": self.failed,
+                "dropped": self.dropped,
+                "bytes": self.bytes,
+                HASH_FIELD: self.content_hash,
+                "seconds": round(self.seconds, 3),
+            }
+        )
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> PartResult:
@@ -124,6 +129,7 @@ def run_range(
             f.flush()
             os.fsync(f.fileno())
             result.bytes = f.tell()
+        result.content_hash = hash_file(tmp)  # from the page cache: the bytes just written
         result.dropped = dict(sorted(dropped.items()))
         result.seconds = time.perf_counter() - t0
         atomic.write_bytes(final.with_name(stem + ".meta.json"), orjson.dumps(result.meta()))

@@ -25,12 +25,13 @@ from datamill.engine.commit import PartResult, committed_results, pending_ranges
 from datamill.engine.executors import Executor, LocalExecutor, RangeJob
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
-from datamill.errors import InputError, RunDirError, UsageError
+from datamill.errors import DataError, InputError, RunDirError, UsageError
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.check import column_model
 from datamill.recipe.model import LLMColumn
 from datamill.recipe.trust import touches
+from datamill.store.integrity import quick_check
 from datamill.store.rundir import RunDir, utc_now
 
 # Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
@@ -210,6 +211,12 @@ def _execute(
     summary = RunSummary(loaded.recipe.name, loaded.hash, num_shards, shard_index, slots_total=len(bounds))
     t0 = time.perf_counter()
     with shard_lock(run_dir, num_shards, shard_index):
+        # A damaged committed part would be taken as done: refuse, and say how to heal it.
+        damaged = [r for p in run_dir.parts() if p.start < bounds.end and p.end > bounds.start
+                   and (r := quick_check(p)) is not None]  # fmt: skip
+        if damaged:
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            raise DataError(f"{damaged[0]}{more}")
         pending = pending_ranges(plan, run_dir, num_shards, shard_index)
         remove_stale_temps(run_dir, pending)
         results = committed_results(run_dir, bounds)
@@ -221,6 +228,7 @@ def _execute(
             shard=[shard_index, num_shards],
             recipe_hash=loaded.hash,
             slots=len(bounds),
+            bounds=[bounds.start, bounds.end],
             pending_ranges=len(pending),
             pending_slots=sum(len(r) for r in pending),
         )

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datamill.engine.commit import committed_results
+from datamill.engine.commit import PartResult
 from datamill.engine.run import RunSummary, summarize
+from datamill.store.integrity import checked_meta, quick_check
+from datamill.store.reader import expected_gaps
 from datamill.store.rundir import RunDir
 
 
@@ -23,6 +25,8 @@ class Status:
     records_per_s: float | None = None
     eta_s: float | None = None
     last_stop: str | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         s = self.summary.as_dict()
@@ -35,6 +39,8 @@ class Status:
             records_per_s=self.records_per_s,
             eta_s=self.eta_s,
             last_stop=self.last_stop,
+            missing=[list(g) for g in self.missing],
+            damaged=self.damaged,
         )
         return s
 
@@ -63,10 +69,19 @@ def run_status(path: str | Path) -> Status:
     rd = RunDir(path)
     manifest = rd.manifest()
     slots = int(manifest["plan"]["slots"])
-    results = committed_results(rd)
+    # Meta and size of every part (a stat each): damaged parts are listed, not counted.
+    healthy, damaged = [], []
+    for part in rd.parts():
+        reason = quick_check(part)
+        if reason is None:
+            healthy.append(part)
+        else:
+            damaged.append(reason)
+    results = [PartResult.from_meta(checked_meta(p)) for p in healthy]
     summary = RunSummary(manifest["recipe_name"], manifest["recipe_hash"], 1, 0, slots_total=slots)
     summarize(summary, results)
-    status = Status(summary, parts=len(results), running_shards=_running(rd))
+    status = Status(summary, parts=len(results), running_shards=_running(rd), damaged=damaged)
+    status.missing = expected_gaps(rd, healthy)
     # Rate over the parts committed since the most recent start of each shard.
     window: dict[str, list[float]] = {}  # shard -> [start, last commit, slots, records]
     for ev in rd.events():

@@ -34,11 +34,11 @@ def _histogram(values: list[int], bins: int = HIST_BINS) -> dict[str, Any]:
 
 
 def _lengths(rd: RunDir) -> dict[str, list[int]]:
-    from datamill.store.formats import iter_lines
+    from datamill.store.integrity import part_lines
 
     out: dict[str, list[int]] = {}
     for part in rd.parts():
-        for line in iter_lines(part.path):
+        for line in part_lines(part):
             for k, v in orjson.loads(line).items():
                 if isinstance(v, str) and k != "sample_id":
                     out.setdefault(k, []).append(len(v))

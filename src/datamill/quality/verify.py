@@ -27,7 +27,7 @@ from datamill.quality import metrics as m
 from datamill.quality.gates import evaluate
 from datamill.recipe.model import GateSpec
 from datamill.store import RunDir
-from datamill.store.reader import iter_dataset_lines
+from datamill.store.reader import complete_parts, iter_dataset_lines
 from datamill.tokenize import TokenCounter
 
 REPORT_VERSION = 1
@@ -49,13 +49,15 @@ def _percentiles(values: list[int]) -> dict[str, float]:
     return {"p10": q(0.10), "p50": q(0.50), "p90": q(0.90), "max": s[-1], "mean": round(sum(s) / len(s), 2)}
 
 
-def open_source(target: str | Path) -> tuple[Iterator[bytes], dict[str, Any] | None, str]:
+def open_source(target: str | Path, allow_partial: bool = False) -> tuple[Iterator[bytes], dict[str, Any] | None, str]:
     """JSONL lines of a run dir (in slot order) or of a dataset file, the manifest if any, a label."""
     p = Path(target)
     if not p.exists():
         raise InputError(f"verify: {target}: no such run dir or file")
     manifest = RunDir(p).manifest() if p.is_dir() else None
-    return iter_dataset_lines(p), manifest, str(p)
+    if p.is_dir():
+        complete_parts(RunDir(p), allow_partial, "verify")  # missing ranges: said before any work
+    return iter_dataset_lines(p, allow_partial), manifest, str(p)
 
 
 def _declared_categories(manifest: dict[str, Any] | None) -> dict[str, list[Any]]:
@@ -109,10 +111,11 @@ def verify(
     perf_budget_sec_per_100: float | None = None,
     count_tokens: bool = True,
     params: dict[str, Any] | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Build the verify report of ``target`` (see the module docstring); gates are evaluated."""
     t0 = time.perf_counter()
-    lines, manifest, label = open_source(target)
+    lines, manifest, label = open_source(target, allow_partial)
     counter = TokenCounter(tokenizer) if count_tokens else None
     declared = _declared_categories(manifest)
     rng = random.Random(0)

@@ -118,13 +118,3 @@ def iter_lines(path: Path) -> Iterator[bytes]:
             raise InputError(f"{path}: not a part file (.jsonl, .jsonl.zst or .parquet)")
     except OSError as exc:
         raise InputError(f"{path}: cannot read part: {exc}") from exc
-
-
-def copy_plain(path: Path, out: IO[bytes]) -> bool:
-    """Copy a plain JSONL part to ``out`` without parsing; False for other formats."""
-    if not path.name.endswith(".jsonl"):
-        return False
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            out.write(chunk)
-    return True

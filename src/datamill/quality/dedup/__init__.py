@@ -27,7 +27,8 @@ from datamill.quality.dedup.minhash import MinHash
 from datamill.quality.dedup.structural import Structural
 from datamill.seeds import parse_sample_id
 from datamill.store import RunDir, atomic
-from datamill.store.formats import dumps_line, iter_lines, open_sink
+from datamill.store.formats import dumps_line, open_sink
+from datamill.store.integrity import HASH_FIELD, checked_meta, hash_file, part_lines, seal
 
 METHODS = ("exact", "structural", "minhash", "semantic")
 ID_FIELDS = frozenset({"sample_id", "trace_id"})
@@ -141,7 +142,7 @@ def dedup_run(
     by_slot: dict[int, list[dict[str, Any]]] = {}
     part_of: dict[int, Any] = {}
     for part in parts:
-        for line in iter_lines(part.path):
+        for line in part_lines(part):
             rec = orjson.loads(line)
             slot = parse_sample_id(rec["sample_id"])[2]
             by_slot.setdefault(slot, []).append(rec)
@@ -193,10 +194,13 @@ def _rewrite(
                 sink.close()
                 f.flush()
                 os.fsync(f.fileno())
-            meta = part.meta()
+                size = f.tell()
+            meta = checked_meta(part)
             meta["records"] = n
+            meta["bytes"] = size
+            meta[HASH_FIELD] = hash_file(tmp)
             meta["dedup_attempts"] = {str(s): a for s, a in sorted(changed.items()) if part.start <= s < part.end}
-            atomic.write_bytes(part.meta_path, orjson.dumps(meta))
+            atomic.write_bytes(part.meta_path, orjson.dumps(seal(meta)))
             atomic.publish(tmp, part.path)
         finally:
             tmp.unlink(missing_ok=True)
