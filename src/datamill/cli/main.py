@@ -568,6 +568,29 @@ def cmd_bench_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_read(args: argparse.Namespace) -> int:
+    from datamill.bench.read_bench import run_read_bench
+
+    r = run_read_bench(args.size, args.repeat)
+    t = r["seconds"]
+    print(f"read bench: {r['records']:,} records in {r['bytes'] / 1e6:,.0f} MB of parts, best of {r['repeat']}")
+    print(f"  cat, checked (meta, size, xxh3-128)   {t['checked']:.3f}s")
+    print(f"  cat, unchecked hash (meta, size)      {t['unchecked']:.3f}s")
+    print(f"  bare read of the part files           {t['bare']:.3f}s")
+    print(f"  cat into a file, checked              {t['file_checked']:.3f}s")
+    print(f"  cat into a file, unchecked hash       {t['file_unchecked']:.3f}s")
+    print(f"  parse every record, checked           {t['parse_checked']:.3f}s")
+    print(f"  parse every record, unchecked hash    {t['parse_unchecked']:.3f}s")
+    print(f"  ratio cat into a file checked/unchecked: {r['ratio_cat_to_file_checked_vs_unchecked']:.3f}")
+    print(
+        f"  ratio cat checked/unchecked: {r['ratio_cat_checked_vs_unchecked']:.3f}, checked/bare: "
+        f"{r['ratio_cat_checked_vs_bare']:.3f}; parse checked/unchecked: {r['ratio_parse_checked_vs_unchecked']:.3f}"
+    )
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def cmd_bench_templates(args: argparse.Namespace) -> int:
     from datamill.bench.template_bench import run_template_bench
 
@@ -887,6 +910,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--n", type=_positive, default=100_000)
     dp.add_argument("--repeat", type=_positive, default=1)
     dp.set_defaults(fn=cmd_bench_dedup)
+    rp = bsub.add_parser("read", help="what checking parts (size, content hash) costs a reader, vs unchecked and bare")
+    rp.add_argument("--size", type=_positive, default=120_000, help="lambda-traces slots (~8 records each)")
+    rp.add_argument("--repeat", type=_positive, default=5)
+    rp.add_argument("--json", help="also write the result as JSON to this file")
+    rp.set_defaults(fn=cmd_bench_read)
     tp = bsub.add_parser("templates", help="the template sandbox's cost: sandboxed vs plain Jinja2, same recipe")
     tp.add_argument("--size", type=_positive, default=100_000)
     tp.add_argument("--repeat", type=_positive, default=3)

@@ -94,7 +94,7 @@ def iter_records(run_dir: str | Path, allow_partial: bool = False) -> Iterator[d
         yield orjson.loads(line)
 
 
-def write_in_order(run_dir: str | Path, out: IO[bytes], allow_partial: bool = False) -> int:
+def write_in_order(run_dir: str | Path, out: IO[bytes], allow_partial: bool = False, verify_hash: bool = True) -> int:
     """Stream ``run_dir``'s records as JSONL to ``out`` in slot order; returns parts written.
 
     Each part is checked whole before any of it is written, so a damaged part stops the stream
@@ -102,7 +102,7 @@ def write_in_order(run_dir: str | Path, out: IO[bytes], allow_partial: bool = Fa
     """
     parts = complete_parts(RunDir(run_dir), allow_partial)
     for part in parts:
-        data, meta = read_part(part)
+        data, meta = read_part(part, verify_hash)
         if part.path.name.endswith(".jsonl"):
             out.write(data)
         else:
