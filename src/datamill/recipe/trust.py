@@ -237,20 +237,3 @@ def _unique(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             out.append(row)
     return out
-
-
-def describe(t: dict[str, Any]) -> list[str]:
-    """``touches`` as lines for a terminal."""
-    lines = ["touches:"]
-    lines.append("  code:" + ("" if t["code"] else " none"))
-    lines += [f"    {c['ref']} -> {c['path'] or '(built-in)'} [{c['origin']}]" for c in t["code"]]
-    lines.append("  files read:" + ("" if t["files"] else " none"))
-    lines += [f"    {f['path']} ({f['why']})" for f in t["files"]]
-    lines.append("  hosts:" + ("" if t["hosts"] else " none"))
-    lines += [
-        f"    {h['host']} ({h['base_url']}) [{h['class']}]" + (f" with ${h['key_env']}" if h["key_env"] else "")
-        for h in t["hosts"]
-    ]
-    lines.append("  environment variables:" + ("" if t["env"] else " none"))
-    lines += [f"    {e['name']} ({e['why']})" for e in t["env"]]
-    return lines

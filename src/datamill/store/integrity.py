@@ -159,6 +159,7 @@ class FsckReport:
     orphan_metas: list[Path] = field(default_factory=list)
     missing: list[tuple[int, int]] = field(default_factory=list)
     quarantined: list[Path] = field(default_factory=list)
+    planned: int = 0
 
     @property
     def clean(self) -> bool:
@@ -195,10 +196,10 @@ def fsck(path: str | Path, repair: bool = False) -> FsckReport:
     from datamill.store.reader import expected_gaps
 
     rd = RunDir(path)
-    rd.manifest()  # refuses a dir that is not a run dir
+    manifest = rd.manifest()  # refuses a dir that is not a run dir
     if repair and _locked(rd):
         raise RunDirError(f"{rd.path}: a run is writing this dir; stop it before `fsck --repair`")
-    report = FsckReport()
+    report = FsckReport(planned=int(manifest["plan"]["slots"]))
     parts = rd.parts()
     report.parts = len(parts)
     stems = {part_stem(p.start, p.end) for p in parts}

@@ -1,10 +1,14 @@
-"""Progress displays: a rich bar on a terminal, plain periodic lines otherwise."""
+"""Progress displays: a rich bar on a terminal or in a notebook, plain periodic lines otherwise.
+
+Used by the Python API and the CLI alike; the engine only calls the ``Progress`` protocol.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -28,7 +32,7 @@ def fmt_duration(seconds: float | None) -> str:
 class RichProgress:
     """A live bar with slots, records, rate and ETA (for terminals)."""
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None, console: Console | None = None) -> None:
         self.label = label
         self._records = 0
         self._progress = Progress(
@@ -39,7 +43,7 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=Console(file=stream or sys.stderr),
+            console=console or Console(file=stream or sys.stderr),
             transient=False,
         )
         self._task: TaskID | None = None
@@ -108,3 +112,32 @@ class PlainProgress:
             file=self.stream,
             flush=True,
         )
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where rich renders its bar as a live HTML widget)."""
+    try:
+        from IPython import get_ipython  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def make_progress(mode: str | bool, label: str) -> Any:
+    """A progress display: ``auto`` (a rich bar in a notebook or on a terminal, plain lines
+    otherwise), ``rich``, ``plain``, ``none``; True means ``auto`` and False ``none``."""
+    from datamill.engine.progress import NullProgress
+
+    if mode is True:
+        mode = "auto"
+    if mode is False or mode == "none":
+        return NullProgress()
+    if mode == "auto":
+        if in_notebook():
+            return RichProgress(label, console=Console())  # rich detects Jupyter and renders HTML
+        mode = "rich" if sys.stderr.isatty() else "plain"
+    if mode == "rich":
+        return RichProgress(label)
+    interval = float(os.environ.get("DATAMILL_PROGRESS_INTERVAL", "10"))
+    return PlainProgress(label, interval=interval)

@@ -1,0 +1,524 @@
+"""The Python API: the one entry point. The CLI is a thin shell over these functions.
+
+This module composes the engine (plan, run, commit, status) with quality (verify, dedup,
+reports, golden sets) and owns what happens after a run: dedup when the recipe asks for it, the
+telemetry summary, reports. The engine never imports quality; both are reached from here.
+
+::
+
+    import datamill
+
+    recipe = datamill.load_recipe("examples/cards-embedded.yaml", size=8)
+    result = datamill.run(recipe, "runs/cards", workers=1)
+    ds = datamill.read("runs/cards")
+    df = ds.to_pandas()
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from datamill.errors import InputError, RecipeError, UsageError
+
+__all__ = [
+    "Dataset",
+    "Recipe",
+    "RunResult",
+    "builtin_recipes",
+    "cat",
+    "dedup",
+    "doctor",
+    "fsck",
+    "golden_create",
+    "golden_run",
+    "load_recipe",
+    "merge",
+    "plan",
+    "read",
+    "report",
+    "run",
+    "status",
+    "telemetry",
+    "touches",
+    "verify",
+]
+
+
+# -- recipes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe with its source text (what the run dir's manifest records)."""
+
+    loaded: Any  # datamill.recipe.LoadedRecipe
+    text: str
+
+    @property
+    def name(self) -> str:
+        return str(self.loaded.recipe.name)
+
+    @property
+    def hash(self) -> str:
+        """Covers everything that decides the output (not workers, shards or operational settings)."""
+        return str(self.loaded.hash)
+
+    @property
+    def size(self) -> int:
+        return int(self.loaded.recipe.size)
+
+    @property
+    def seed(self) -> int:
+        return int(self.loaded.recipe.seed)
+
+    @property
+    def model(self) -> Any:
+        """The validated pydantic model of the recipe (``datamill.recipe.model.Recipe``)."""
+        return self.loaded.recipe
+
+    def with_overrides(
+        self, *, size: int | None = None, seed: int | None = None, params: dict[str, Any] | None = None
+    ) -> Recipe:
+        return Recipe(self.loaded.with_overrides(size=size, seed=seed, params=params or {}), self.text)
+
+
+def builtin_recipes() -> dict[str, str]:
+    """Built-in recipe names and what each makes."""
+    from datamill.recipes import BUILTINS
+
+    return {name: desc for name, (_, desc) in BUILTINS.items()}
+
+
+def _yaml_text(data: dict[str, Any]) -> str:
+    from ruamel.yaml import YAML
+
+    buf = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def load_recipe(
+    source: str | Path | dict[str, Any] | Any,
+    *,
+    size: int | None = None,
+    seed: int | None = None,
+    params: dict[str, Any] | None = None,
+    base_dir: str | Path | None = None,
+) -> Recipe:
+    """A recipe from a YAML file, a built-in name, YAML text, a dict or the pydantic model.
+
+    Every form goes through the same validation and raises the same :class:`RecipeError`
+    (``FILE:LINE:COL: field.path: message``; a dict or model is shown as YAML text named
+    ``<dict>``). Relative generator and schema paths resolve against ``base_dir`` (the file's
+    folder for a file; the current directory otherwise).
+    """
+    from datamill.recipe import load_file, load_text
+    from datamill.recipe.model import Recipe as RecipeModel
+    from datamill.recipes import BUILTINS, builtin_path
+
+    if isinstance(source, RecipeModel):
+        source = source.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(source, dict):
+        text = _yaml_text(source)
+        loaded = load_text(text, "<dict>", Path(base_dir or Path.cwd()))
+    elif isinstance(source, str) and "\n" in source:
+        text = source
+        loaded = load_text(text, "<text>", Path(base_dir or Path.cwd()))
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            builtin = builtin_path(str(source))
+            if builtin is None:
+                ref = str(source)
+                if ref.endswith((".yaml", ".yml")) or "/" in ref:
+                    raise RecipeError(ref, 0, 0, "", "no such recipe file")
+                raise UsageError(f"unknown recipe {ref!r}: not a file and not a built-in ({', '.join(BUILTINS)})")
+            path = builtin
+        loaded = load_file(path)
+        text = path.read_text(encoding="utf-8")
+    else:
+        kind = type(source).__name__
+        raise UsageError(f"load_recipe: expected a path, YAML text, a dict or a Recipe model, got {kind}")
+    return Recipe(loaded.with_overrides(size=size, seed=seed, params=dict(params or {})), text)
+
+
+def _recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+@dataclass
+class PlanInfo:
+    """What a recipe expands to, before any work: slots, quota cells, cycles, shard ranges."""
+
+    recipe: Recipe
+    plan: Any  # datamill.engine.Plan
+    num_shards: int = 1
+    shards: list[dict[str, int]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.plan.summary(), "shards": self.shards}
+
+
+def plan(recipe: Recipe | str | Path | dict[str, Any], num_shards: int = 1) -> PlanInfo:
+    """The deterministic plan of ``recipe``, split into ``num_shards`` shards."""
+    from datamill.engine import Plan
+
+    if num_shards < 1:
+        raise UsageError(f"--num-shards: expected an integer >= 1, got {num_shards}")
+    r = _recipe(recipe)
+    p = Plan(r.loaded.recipe)
+    shards = []
+    for s in range(num_shards):
+        lo, hi = p.shard_bounds(num_shards, s)
+        parts = len(range(lo // p.part_size, (hi - 1) // p.part_size + 1)) if hi > lo else 0
+        shards.append({"index": s, "start": lo, "end": hi, "parts": parts})
+    return PlanInfo(r, p, num_shards, shards)
+
+
+def touches(recipe: Recipe | str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The code a recipe imports, the files it reads, the hosts it contacts, the env vars it reads."""
+    from datamill.recipe.trust import touches as _touches
+
+    return _touches(_recipe(recipe).loaded)
+
+
+def trust(*, code: bool = False, hosts: Sequence[str] = ()) -> None:
+    """Widen the config file's trust for this process: any code, and hosts that may get keys."""
+    from datamill.recipe import trust as _trust
+
+    policy = _trust.load_config()
+    policy.code = policy.code or code
+    policy.hosts |= {h.lower() for h in hosts}
+    _trust.set_policy(policy)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """One invocation's outcome: the summary, failures, the LLM telemetry, dedup (if run)."""
+
+    out: Path
+    summary: Any  # datamill.engine.run.RunSummary
+    telemetry: dict[str, Any] | None = None
+    dedup: Any = None  # datamill.quality.dedup.DedupResult when the recipe asked for it
+    dedup_waiting: bool = False  # the recipe asks for dedup but other shards are not done
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """The first failed slots (all are in ``logs/run.jsonl``)."""
+        return list(self.summary.failed_examples)
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.summary.exit_code)
+
+
+def run(
+    recipe: Recipe | str | Path | dict[str, Any],
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    executor: str = "local",
+    progress: bool | str = True,
+    use_cache: bool = True,
+) -> RunResult:
+    """Run (or resume) ``recipe`` into the run dir ``out``; then dedup if the recipe asks and
+    every slot is done, and write ``reports/telemetry.json`` when LLM columns ran."""
+    import os
+
+    from datamill.engine import LocalExecutor, execute
+    from datamill.engine.run import check_shards
+    from datamill.progress import make_progress
+
+    r = _recipe(recipe)
+    check_shards(num_shards, shard_index)
+    if executor != "local":
+        raise UsageError(f"executor: expected 'local', got {executor!r} (the Ray executor is not built yet)")
+    label = r.name if num_shards == 1 else f"{r.name} [shard {shard_index}/{num_shards}]"
+    summary = execute(
+        r.loaded,
+        r.text,
+        out,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        executor=LocalExecutor(workers or os.cpu_count() or 1),
+        progress=make_progress(progress, label),
+        use_cache=use_cache,
+    )
+    result = RunResult(Path(out), summary)
+    spec = r.loaded.recipe.dedup
+    if spec is not None and summary.stopped == "completed" and not summary.slots_failed:
+        if status(out).summary.slots_remaining:
+            result.dedup_waiting = True
+        else:
+            result.dedup = dedup(out, method=spec.method, threshold=spec.threshold, fields=spec.fields,
+                                 rounds=spec.rounds)  # fmt: skip
+    result.telemetry = telemetry(out, write=True)
+    return result
+
+
+def status(run_dir: str | Path) -> Any:
+    """Done, failed, remaining slots, records, rate, ETA, missing and damaged parts of a run dir."""
+    from datamill.engine import run_status
+
+    return run_status(run_dir)
+
+
+def telemetry(run_dir: str | Path, *, write: bool = False) -> dict[str, Any] | None:
+    """The LLM summary of a run dir (from ``logs/attempts.jsonl``); None without LLM attempts."""
+    from datamill.llm.telemetry import read_attempts, summarize
+    from datamill.store import RunDir, atomic
+
+    rd = RunDir(run_dir)
+    rd.manifest()  # refuses a dir that is not a run dir
+    rows = list(read_attempts(rd.logs_dir / "attempts.jsonl"))
+    if not rows:
+        return None
+    t = summarize(rows)
+    if write:
+        atomic.write_bytes(rd.reports_dir / "telemetry.json", orjson.dumps(t, option=orjson.OPT_INDENT_2))
+    return t
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+class Dataset:
+    """Records of a run dir (in slot order, every part checked) or of a dataset file.
+
+    Iterating streams records; ``to_list``, ``to_arrow``, ``to_pandas`` and ``to_hf`` materialise
+    them (pyarrow, pandas and ``datasets`` are imported when called).
+    """
+
+    def __init__(self, source: str | Path, allow_partial: bool = False) -> None:
+        self.source = Path(source)
+        self.allow_partial = allow_partial
+        if not self.source.exists():
+            raise InputError(f"{source}: no such run dir or file")
+
+    def lines(self) -> Iterator[bytes]:
+        from datamill.store.reader import iter_dataset_lines
+
+        return iter_dataset_lines(self.source, self.allow_partial)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for line in self.lines():
+            yield orjson.loads(line)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return list(self)
+
+    def to_arrow(self) -> Any:
+        import pyarrow as pa
+
+        return pa.Table.from_pylist(self.to_list())
+
+    def to_pandas(self) -> Any:
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise UsageError("to_pandas needs pandas: pip install 'datamill[hf]'") from None
+        return self.to_arrow().to_pandas()
+
+    def to_hf(self) -> Any:
+        """A ``datasets.Dataset`` with the same records (values and types)."""
+        try:
+            import datasets
+        except ImportError:
+            raise UsageError("to_hf needs the datasets package: pip install 'datamill[hf]'") from None
+        return datasets.Dataset(self.to_arrow())
+
+
+def read(source: str | Path, *, allow_partial: bool = False) -> Dataset:
+    """The records of a run dir or a dataset file (.jsonl, .jsonl.zst, .parquet)."""
+    return Dataset(source, allow_partial)
+
+
+def cat(run_dir: str | Path, out: IO[bytes], *, allow_partial: bool = False) -> int:
+    """Write a run dir's records as JSONL to ``out`` in slot order; returns the parts written."""
+    from datamill.store import write_in_order
+
+    return write_in_order(run_dir, out, allow_partial=allow_partial)
+
+
+def merge(dirs: Sequence[str | Path], out: str | Path, *, allow_partial: bool = False) -> Any:
+    """Shards -> one JSONL file in slot order, atomically; duplicates and gaps refused."""
+    from datamill.store import merge as _merge
+
+    return _merge(dirs, out, allow_partial=allow_partial)
+
+
+def fsck(run_dir: str | Path, *, repair: bool = False) -> Any:
+    """Check every part and meta; with ``repair``, quarantine damage for the next run to remake."""
+    from datamill.store.integrity import fsck as _fsck
+
+    return _fsck(run_dir, repair=repair)
+
+
+def describe_gaps(gaps: Sequence[tuple[int, int]], planned: int) -> str:
+    from datamill.store.reader import describe_gaps as _describe
+
+    return _describe(gaps, planned)
+
+
+# -- quality ----------------------------------------------------------------------------------
+
+
+def verify(
+    target: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    gates: str | Path | Sequence[Any] | None = None,
+    report: str | Path | None = None,
+    perf_budget_sec_per_100: float | None = None,
+    count_tokens: bool = True,
+    params: dict[str, Any] | None = None,
+    allow_partial: bool = False,
+) -> dict[str, Any]:
+    """The verify report of a run dir or dataset file, with the recipe's gates plus ``gates``
+    (a YAML file or GateSpec list); written to ``report`` (default: RUN/reports/verify.json)."""
+    from datamill.quality import load_gates
+    from datamill.quality import verify as _verify
+    from datamill.recipe.model import GateSpec
+    from datamill.store import RunDir, atomic
+
+    t = Path(target)
+    specs: list[Any] = []
+    if t.is_dir():
+        specs = [GateSpec.model_validate(g) for g in RunDir(t).manifest()["recipe"].get("gates") or []]
+    if isinstance(gates, (str, Path)):
+        specs += load_gates(gates)
+    elif gates:
+        specs += list(gates)
+    out = Path(report) if report else (t / "reports" / "verify.json" if t.is_dir() else None)
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"--report: {out.parent}: no such directory")
+    doc = _verify(t, tokenizer=tokenizer, gates=specs, perf_budget_sec_per_100=perf_budget_sec_per_100,
+                  count_tokens=count_tokens, params=params, allow_partial=allow_partial)  # fmt: skip
+    if out is not None:
+        atomic.write_bytes(out, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        doc["report_path"] = str(out)
+    return doc
+
+
+def dedup(
+    run_dir: str | Path,
+    *,
+    method: str | None = None,
+    threshold: float | None = None,
+    fields: Sequence[str] | None = None,
+    rounds: int | None = None,
+    dry_run: bool = False,
+    window: int | None = None,
+) -> Any:
+    """Order-independent dedup of a run dir; rejected slots regenerated through the engine."""
+    from datamill.quality.dedup import dedup_run
+    from datamill.store import RunDir
+
+    spec = RunDir(run_dir).manifest()["recipe"].get("dedup") or {}
+    method = method or spec.get("method") or "exact"
+    threshold = threshold if threshold is not None else spec.get("threshold")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise UsageError(f"--threshold: expected a similarity in (0, 1], got {threshold}")
+    return dedup_run(run_dir, method, threshold, fields or spec.get("fields"), rounds or spec.get("rounds", 3),
+                     write=not dry_run, window=window)  # fmt: skip
+
+
+def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
+    """The self-contained HTML report of a run dir (default: RUN/reports/report.html)."""
+    from datamill.quality.report import write_report
+    from datamill.store import RunDir
+
+    RunDir(run_dir).manifest()
+    return write_report(run_dir, out)
+
+
+def golden_create(
+    recipe: Recipe | str | Path | dict[str, Any], size: int, stratify: Sequence[str], out: str | Path
+) -> dict[str, Any]:
+    """A fixed, balanced set of slots over the ``stratify`` columns, written to ``out``."""
+    from datamill.quality import golden
+
+    if not stratify:
+        raise UsageError("--stratify: expected one or more column names, comma-separated")
+    return golden.create(_recipe(recipe).loaded, size, list(stratify), out)
+
+
+def golden_run(
+    recipe: Recipe | str | Path | dict[str, Any],
+    golden_file: str | Path,
+    *,
+    baseline: str | Path | None = None,
+    tolerances: dict[str, float] | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Regenerate the golden slots, measure them, and compare with ``baseline`` when given."""
+    from datamill.quality import golden
+
+    doc = golden.load(golden_file)
+    with tempfile.TemporaryDirectory(prefix="datamill-golden-") as tmp:
+        current = golden.measure(_recipe(recipe).loaded, doc, Path(tmp))
+    if out:
+        Path(out).write_bytes(orjson.dumps(current, option=orjson.OPT_INDENT_2))
+    result: dict[str, Any] = {"current": current, "rows": None, "passed": None}
+    if baseline:
+        try:
+            base = orjson.loads(Path(baseline).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise UsageError(f"--baseline: {baseline}: {exc}") from None
+        rows = golden.compare(current, base, {**golden.TOLERANCES, **(tolerances or {})})
+        result.update(rows=rows, passed=all(r["passed"] for r in rows))
+    return result
+
+
+def extract(recipe: str, source: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> int:
+    """A built-in recipe's process targets (contextual: span offsets) as a JSONL file."""
+    if recipe != "contextual":
+        raise UsageError(f"extract: only the contextual recipe has process targets, not {recipe!r}")
+    from datamill.recipes.contextual.extract import extract as _extract
+
+    return _extract(source, out, tokenizer)
+
+
+# -- the model --------------------------------------------------------------------------------
+
+
+def doctor() -> dict[str, Any]:
+    """CPU features, the llama.cpp build, and one short embedded generation in a child process."""
+    from datamill.llm.doctor import run_doctor
+
+    return run_doctor()
+
+
+def probe_server(base_url: str, model: str, api_key: str | None = None, max_words: int = 0) -> dict[str, Any]:
+    """What an OpenAI-compatible server accepts: response formats, seed, list content, context."""
+    from datamill.llm.probe import probe_server as _probe
+
+    return _probe(base_url, model, api_key, max_words)
+
+
+def probe_context(
+    sizes: Sequence[int] = (), base_url: str | None = None, model: str | None = None, api_key: str | None = None,
+    max_words: int = 65_536,
+) -> dict[str, Any]:  # fmt: skip
+    """Memory per context token, the largest context that runs, and the recommended limit."""
+    from datamill.llm import probe
+
+    if base_url:
+        if not model:
+            raise UsageError("probe context: --base-url needs --model")
+        return probe.probe_served(base_url, model, api_key, max_words)
+    return probe.probe_embedded(list(sizes))

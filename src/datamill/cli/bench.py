@@ -1,0 +1,194 @@
+"""Benchmarks: datamill against the bare floor in the same run (docs/benchmarks.md), and the
+fake OpenAI-compatible server they and the tests use."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datamill.cli.common import Parser, non_negative, positive
+from datamill.errors import UsageError
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from datamill.bench.lambda_bench import run_lambda_bench
+
+    result = run_lambda_bench(args.size, args.workers, seed=args.seed, keep=args.keep)
+    d, b = result["datamill"], result["bare"]
+    print(f"lambda-traces: {args.size:,} slots, {args.workers} workers, {result['cpus']} cpus")
+    for label, r in (("datamill", d), ("bare", b)):
+        print(
+            f"  {label:<9} {r['records']:>12,} records  {r['seconds']:>8.2f}s  "
+            f"{r['records_per_s']:>10,.0f} records/s  peak RSS {r['peak_rss_mb']:.0f} MB"
+        )
+    print(f"  ratio datamill/bare: {result['ratio']}")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0 if result["same_records"] else 1
+
+
+def cmd_serve_fake(args: argparse.Namespace) -> int:
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise UsageError(f"--host: the fake server listens on loopback only, got {args.host}")
+    if not 0.0 <= args.fault_rate <= 1.0:
+        raise UsageError(f"--fault-rate: expected a share in [0, 1], got {args.fault_rate}")
+    from datamill.bench.fake_server import FakeServer, serve
+
+    server = FakeServer(
+        args.latency_ms,
+        args.fault_rate,
+        args.seed,
+        args.timeout_sleep_s,
+        args.echo_auth,
+        tuple(args.reject_format),
+        args.max_context,
+        args.reject_status,
+        args.reject_body,
+    )
+    serve(args.host, args.port, server)
+    return 0
+
+
+def cmd_bench_llm(args: argparse.Namespace) -> int:
+    from datamill.bench.llm_bench import print_llm_bench, run_llm_bench
+
+    result = run_llm_bench(args.n, args.concurrency, args.latency_ms, repeat=args.repeat)
+    print_llm_bench(result)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def cmd_bench_verify(args: argparse.Namespace) -> int:
+    from datamill.bench.verify_bench import run_verify_bench
+
+    r = run_verify_bench(args.n, args.tokens, args.repeat, args.file)
+    print(f"verify bench: {r['n']:,} items of ~{r['mean_tokens']:,.0f} tokens in all (best of {args.repeat})")
+    print(f"  datamill verify  {r['verify_s']:>7.3f}s  {r['verify_s_per_100']:.4f} s per 100 items")
+    print(f"  bare tokenize    {r['bare_s']:>7.3f}s  {r['bare_s_per_100']:.4f} s per 100 items")
+    print(f"  ratio verify/bare: {r['ratio']:.3f} (time; lower is better)")
+    return 0
+
+
+def cmd_bench_dedup(args: argparse.Namespace) -> int:
+    from datamill.bench.dedup_bench import run_dedup_bench
+
+    r = run_dedup_bench(args.n, args.repeat)
+    b, d = r["bare"], r["datamill"]
+    print(f"dedup bench: {r['n']:,} texts of ~100 words, MinHash 128 perms, threshold 0.8")
+    print(f"  datamill  {d['seconds']:>7.2f}s  {d['rejected']:,} rejected  peak RSS {d['peak_rss_mb']:.0f} MB")
+    print(f"  bare      {b['seconds']:>7.2f}s  {b['candidates']:,} candidates  peak RSS {b['peak_rss_mb']:.0f} MB")
+    print(f"  ratio datamill/bare: {r['ratio']:.3f} (time; lower is better)")
+    return 0
+
+
+def cmd_bench_read(args: argparse.Namespace) -> int:
+    from datamill.bench.read_bench import run_read_bench
+
+    r = run_read_bench(args.size, args.repeat)
+    t = r["seconds"]
+    print(f"read bench: {r['records']:,} records in {r['bytes'] / 1e6:,.0f} MB of parts, best of {r['repeat']}")
+    print(f"  cat, checked (meta, size, xxh3-128)   {t['checked']:.3f}s")
+    print(f"  cat, unchecked hash (meta, size)      {t['unchecked']:.3f}s")
+    print(f"  bare read of the part files           {t['bare']:.3f}s")
+    print(f"  cat into a file, checked              {t['file_checked']:.3f}s")
+    print(f"  cat into a file, unchecked hash       {t['file_unchecked']:.3f}s")
+    print(f"  parse every record, checked           {t['parse_checked']:.3f}s")
+    print(f"  parse every record, unchecked hash    {t['parse_unchecked']:.3f}s")
+    print(f"  ratio cat into a file checked/unchecked: {r['ratio_cat_to_file_checked_vs_unchecked']:.3f}")
+    print(
+        f"  ratio cat checked/unchecked: {r['ratio_cat_checked_vs_unchecked']:.3f}, checked/bare: "
+        f"{r['ratio_cat_checked_vs_bare']:.3f}; parse checked/unchecked: {r['ratio_parse_checked_vs_unchecked']:.3f}"
+    )
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def cmd_bench_templates(args: argparse.Namespace) -> int:
+    from datamill.bench.template_bench import run_template_bench
+
+    r = run_template_bench(args.size, args.repeat)
+    print(f"templates bench: {r['size']:,} slots, 8 expression/template columns, best of {r['repeat']}")
+    for label in ("datamill", "plain"):
+        x = r[label]
+        print(f"  {label:<9} {x['seconds']:>7.2f}s  {x['records_per_s']:>9,.0f} records/s")
+    print(f"  ratio sandboxed/plain: {r['ratio']:.3f} (time; lower is better)")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def cmd_bench_embedded(args: argparse.Namespace) -> int:
+    from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
+
+    result = run_embedded_bench(args.n, args.max_tokens, args.threads)
+    print_embedded_bench(result)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def register(sub: Any) -> None:
+    sp = sub.add_parser("bench", help="benchmarks against the bare floor")
+    bsub = sp.add_subparsers(dest="bench", required=True, parser_class=Parser)
+    bp = bsub.add_parser("lambda", help="lambda-traces records/s and peak RSS vs a bare generator loop")
+    bp.add_argument("--size", type=positive, default=20_000, help="slots (one trace each)")
+    bp.add_argument("--workers", type=positive, default=os.cpu_count() or 1)
+    bp.add_argument("--seed", type=non_negative, default=0)
+    bp.add_argument("--keep", help="keep the datamill run dir here")
+    bp.add_argument("--json", help="also write the result as JSON to this file")
+    bp.set_defaults(fn=cmd_bench)
+    fp = bsub.add_parser("serve-fake", help="a fake OpenAI-compatible server (loopback) for tests and benchmarks")
+    fp.add_argument("--host", default="127.0.0.1")
+    fp.add_argument("--port", type=non_negative, default=8900, help="0 picks a free port")
+    fp.add_argument("--latency-ms", type=float, default=0.0)
+    fp.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail, over every kind")
+    fp.add_argument("--timeout-sleep-s", type=float, default=5.0, help="how long a 'timeout' fault stalls")
+    fp.add_argument("--seed", type=int, default=0)
+    fp.add_argument("--echo-auth", action="store_true", help="echo the Authorization header in every body")
+    fp.add_argument(
+        "--reject-format", action="append", default=[], choices=["json_schema", "json_object"],
+        help="refuse this response_format type (repeatable)",
+    )  # fmt: skip
+    fp.add_argument("--reject-status", type=int, default=400, choices=[400, 422, 500], help="status of a refusal")
+    fp.add_argument("--reject-body", help="message of a refusal (default: one naming response_format)")
+    fp.add_argument("--max-context", type=positive, help="answer 400 to prompts longer than this many words")
+    fp.set_defaults(fn=cmd_serve_fake)
+    lp = bsub.add_parser("llm", help="datamill vs raw aiohttp against the fake server, items/s ratio")
+    lp.add_argument("--n", type=positive, default=1000)
+    lp.add_argument("--concurrency", type=positive, default=64)
+    lp.add_argument("--latency-ms", type=float, default=200.0)
+    lp.add_argument("--repeat", type=positive, default=1, help="alternate the two measurements this many times")
+    lp.add_argument("--json", help="also write the result as JSON to this file")
+    lp.set_defaults(fn=cmd_bench_llm)
+    vp = bsub.add_parser("verify", help="verify with token lengths vs bare tokenization of the same items")
+    vp.add_argument("--n", type=positive, default=2000)
+    vp.add_argument("--tokens", type=positive, default=1500, help="mean tokens per item")
+    vp.add_argument("--repeat", type=positive, default=3)
+    vp.add_argument("--file", help="measure on this JSONL file instead of generated items")
+    vp.set_defaults(fn=cmd_bench_verify)
+    dp = bsub.add_parser("dedup", help="MinHash near-dup detection vs a bare rensa LSH pass")
+    dp.add_argument("--n", type=positive, default=100_000)
+    dp.add_argument("--repeat", type=positive, default=1)
+    dp.set_defaults(fn=cmd_bench_dedup)
+    rp = bsub.add_parser("read", help="what checking parts (size, content hash) costs a reader, vs unchecked and bare")
+    rp.add_argument("--size", type=positive, default=120_000, help="lambda-traces slots (~8 records each)")
+    rp.add_argument("--repeat", type=positive, default=5)
+    rp.add_argument("--json", help="also write the result as JSON to this file")
+    rp.set_defaults(fn=cmd_bench_read)
+    tp = bsub.add_parser("templates", help="the template sandbox's cost: sandboxed vs plain Jinja2, same recipe")
+    tp.add_argument("--size", type=positive, default=100_000)
+    tp.add_argument("--repeat", type=positive, default=3)
+    tp.add_argument("--json", help="also write the result as JSON to this file")
+    tp.set_defaults(fn=cmd_bench_templates)
+    ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
+    ep.add_argument("--n", type=positive, default=16)
+    ep.add_argument("--max-tokens", type=positive, default=64)
+    ep.add_argument("--threads", type=positive, help="llama.cpp threads for both (default: the usable cores)")
+    ep.add_argument("--json", help="also write the result as JSON to this file")
+    ep.set_defaults(fn=cmd_bench_embedded)

@@ -1,0 +1,310 @@
+"""Verbs that make and read run dirs: recipes, plan, run, status, cat, merge, fsck."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datamill import api
+from datamill.cli.common import non_negative, positive, recipe_args
+from datamill.progress import fmt_duration
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    recipes = api.builtin_recipes()
+    width = max(map(len, recipes))
+    for name, about in recipes.items():
+        print(f"{name:<{width}}  {about}")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> api.Recipe:
+    return api.load_recipe(args.recipe, size=args.size, seed=args.seed, params=dict(args.param or []))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    info = api.plan(_recipe(args), args.num_shards)
+    r, plan = info.recipe.model, info.plan
+    print(f"recipe      {r.name} v{r.version} ({info.recipe.loaded.file})")
+    print(f"hash        {info.recipe.hash}")
+    print(f"seed        {r.seed}")
+    print(f"slots       {plan.size:,}  (slot seed = f(recipe seed, slot index); part_size {plan.part_size:,})")
+    if plan.cells:
+        print("quotas      (largest remainder, exact)")
+        for cell in plan.cells:
+            label = ", ".join(f"{k}={v}" for k, v in cell.values.items())
+            print(f"  {label:<40} {cell.count:>12,}")
+    if plan.cycle_len:
+        print(f"cycles      {plan.cycle_len} (slot i uses cycle i % {plan.cycle_len})")
+        for c in range(plan.cycle_len):
+            slots = len(range(c, plan.size, plan.cycle_len))
+            values = ", ".join(f"{k}={v[c]}" for k, v in plan.cycles.items())
+            print(f"  cycle {c:<3} {values:<40} {slots:>12,} slots")
+    print(f"shards      {info.num_shards}")
+    for s in info.shards:
+        lo, hi = s["start"], s["end"]
+        print(f"  shard {s['index']:<3} slots [{lo:,}, {hi:,})  {hi - lo:,} slots in {s['parts']:,} parts")
+    print_touches(info.recipe)
+    return 0
+
+
+def print_touches(recipe: api.Recipe) -> None:
+    t = api.touches(recipe)
+    print("touches:")
+    print("  code:" + ("" if t["code"] else " none"))
+    for c in t["code"]:
+        print(f"    {c['ref']} -> {c['path'] or '(built-in)'} [{c['origin']}]")
+    print("  files read:" + ("" if t["files"] else " none"))
+    for f in t["files"]:
+        print(f"    {f['path']} ({f['why']})")
+    print("  hosts:" + ("" if t["hosts"] else " none"))
+    for h in t["hosts"]:
+        key = f" with ${h['key_env']}" if h["key_env"] else ""
+        print(f"    {h['host']} ({h['base_url']}) [{h['class']}]{key}")
+    print("  environment variables:" + ("" if t["env"] else " none"))
+    for e in t["env"]:
+        print(f"    {e['name']} ({e['why']})")
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # A polite kill stops like Ctrl-C: workers end, the stop is logged, committed parts stay.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    recipe = _recipe(args)
+    if args.check:
+        print(f"recipe {recipe.name} ({recipe.loaded.file}), hash {recipe.hash}: checks passed")
+        print_touches(recipe)
+        return 0
+    result = api.run(
+        recipe,
+        args.out,
+        workers=args.workers,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+        progress=args.progress,
+        use_cache=not args.no_cache,
+    )
+    s = result.summary
+    rate = s.new_records / s.seconds if s.seconds > 0 else 0.0
+    print(
+        f"{s.recipe}: {s.slots_done:,}/{s.slots_total:,} slots done, {s.slots_failed:,} failed, {s.records:,} records"
+    )
+    if s.dropped:
+        total = sum(s.dropped.values())
+        why = ", ".join(f"{k} {v:,}" for k, v in s.dropped.items())
+        print(f"dropped: {total:,} slots ({why})")
+    print(
+        f"this invocation: {s.parts_run:,} parts run, {s.parts_resumed:,} already committed, "
+        f"{s.new_records:,} records in {s.seconds:.1f}s ({rate:,.0f} records/s)"
+    )
+    for f in result.failures:
+        print(f"failed slot {f['slot']}: {f['reason']}")
+    if s.slots_failed > len(result.failures):
+        print(
+            f"... and {s.slots_failed - len(result.failures):,} more failed slots "
+            f"in {Path(args.out) / 'logs/run.jsonl'}"
+        )
+    if result.dedup_waiting:
+        print("dedup: waiting for the other shards (runs when every slot is done: `datamill dedup DIR`)")
+    if result.dedup is not None:
+        print_dedup(result.dedup)
+    if s.stopped == "budget":
+        print(f"stopped: {s.stop_detail}; committed parts are kept, re-run with a larger budget to resume")
+    if s.crash_reason:
+        # A native crash is never silent: one line on stderr, whatever else scrolled by.
+        crash = s.crash_reason.split("model_crashed: ", 1)[-1]
+        print(f"error: {crash} (failed slots: {s.slots_failed:,}; committed parts are kept)", file=sys.stderr)
+    if result.telemetry is not None:
+        print_telemetry(result.telemetry)
+    print(f"out: {args.out}")
+    return result.exit_code
+
+
+def print_dedup(res: Any) -> None:
+    rounds = ", ".join(f"round {r['round']}: {r['count']}" for r in res.rounds) or "none"
+    print(f"dedup ({res.method}): rejected per round: {rounds}; left rejected: {len(res.left_rejected)}")
+
+
+def print_telemetry(t: dict[str, Any], full: bool = False) -> None:
+    """The LLM summary of a run (``api.telemetry``), as lines."""
+    lat = t["latency_ms"]
+    c = t["counts"]
+    ips = "?" if t["items_per_s"] is None else f"{t['items_per_s']:,.1f}"
+
+    def ms(v: float | None) -> str:
+        return "?" if v is None else f"{v:,.0f}"
+
+    print(
+        f"llm: {t['attempts']:,} attempts, {c['success']:,} answered ({t['cache_hits']:,} from cache), "
+        f"{c['retry']:,} retries, {c['failed']:,} failed; {ips} items/s; "
+        f"latency p50/p95/p99 {ms(lat['p50'])}/{ms(lat['p95'])}/{ms(lat['p99'])} ms"
+    )
+    print(
+        f"llm tokens: {t['prompt_tokens']:,} prompt sent ({t['prompt_tokens_unpacked']:,} unpacked), "
+        f"{t['completion_tokens']:,} completion; cost ${t['cost_usd']:.4f}"
+    )
+    if t["repairs"] or full:
+        print("llm repairs: " + (", ".join(f"{k} {v:,}" for k, v in t["repairs"].items()) or "none"))
+    if t["failure_reasons"] or full:
+        print("llm errors: " + (", ".join(f"{k} {v:,}" for k, v in t["failure_reasons"].items()) or "none"))
+    if t["trimmed_prompts"]:
+        print(f"llm trimmed prompts: {t['trimmed_prompts']:,}")
+    for step in t["format_step_downs"]:
+        print(
+            f"llm structured output: {step['model']} refused response_format {step['from']}; "
+            f"column {step['column']} and the rest of the run use {step['to']}"
+        )
+    flags = t["drift"]["flags"]
+    if flags or full:
+        print("llm drift: " + (", ".join(flags) or "none (first vs last window)"))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = api.status(args.dir)
+    if args.json:
+        print(orjson.dumps(st.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    s = st.summary
+    pct = 100.0 * (s.slots_done + s.slots_failed) / s.slots_total if s.slots_total else 100.0
+    print(f"recipe     {s.recipe} ({s.recipe_hash})")
+    print(
+        f"slots      {s.slots_done:,} done, {s.slots_failed:,} failed, "
+        f"{s.slots_remaining:,} remaining of {s.slots_total:,} ({pct:.1f}%)"
+    )
+    print(f"records    {s.records:,} in {st.parts:,} parts")
+    if s.dropped:
+        print("dropped    " + ", ".join(f"{k} {v:,}" for k, v in s.dropped.items()))
+    rate = "?" if st.records_per_s is None else f"{st.records_per_s:,.0f} records/s ({st.slots_per_s:,.1f} slots/s)"
+    print(f"rate       {rate}")
+    print(f"eta        {'done' if s.slots_remaining == 0 else fmt_duration(st.eta_s)}")
+    print(f"running    {', '.join(st.running_shards) or 'no'}")
+    if st.missing:
+        shown = ", ".join(f"[{a:,}, {b:,})" for a, b in st.missing[:5])
+        print("missing    " + shown + (" ..." if len(st.missing) > 5 else ""))
+    for reason in st.damaged:
+        print(f"damaged    {reason}")
+    if st.last_stop:
+        print(f"last stop  {st.last_stop}")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    out = sys.stdout.buffer
+    try:
+        api.cat(args.dir, out, allow_partial=args.allow_partial)
+        out.flush()
+    except BrokenPipeError:
+        # `datamill cat DIR | head` is normal use: stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    stats = api.merge(args.dirs, args.out, allow_partial=args.allow_partial)
+    print(
+        f"merged {stats.records:,} records from {stats.parts:,} parts "
+        f"({stats.slots_covered:,}/{stats.slots_planned:,} slots) into {args.out}"
+    )
+    return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    r = api.fsck(args.dir, repair=args.repair)
+    for _, reason in r.damaged:
+        print(reason)
+    for meta in r.orphan_metas:
+        print(f"{meta}: orphan meta (no part file: deleted, or left by a killed writer)")
+    if r.missing:
+        print(f"{args.dir}: {api.describe_gaps(r.missing, r.planned)}")
+    for q in r.quarantined:
+        print(f"quarantined: {q}")
+    print(
+        f"fsck: {r.parts:,} parts checked, {len(r.damaged):,} damaged, {len(r.orphan_metas):,} orphan metas, "
+        f"{sum(b - a for a, b in r.missing):,} slots without a part"
+    )
+    if r.clean:
+        return 0
+    if args.repair:
+        print(f"repaired: `datamill run` on {args.dir} makes the quarantined ranges again (LLM answers from the cache)")
+        return 0
+    print(f"run `datamill fsck {args.dir} --repair` to quarantine them")
+    return 1
+
+
+def register(sub: Any) -> None:
+    sp = sub.add_parser("recipes", help="list built-in recipes", epilog="example: datamill recipes")
+    sp.set_defaults(fn=cmd_recipes)
+
+    sp = sub.add_parser(
+        "plan",
+        help="print slots, quota allocation, cycles, shard ranges and what the recipe touches",
+        epilog="example: datamill plan lambda-traces --size 100000 --num-shards 4",
+    )
+    recipe_args(sp)
+    sp.add_argument("--num-shards", type=positive, default=1)
+    sp.set_defaults(fn=cmd_plan)
+
+    sp = sub.add_parser(
+        "run",
+        help="run (or resume) a recipe into a run dir",
+        epilog="examples:\n  datamill run lambda-traces --size 100000 --out runs/lt --workers 2\n"
+        "  datamill run recipe.yaml --out runs/x --check     # what it will touch, nothing run",
+    )
+    recipe_args(sp)
+    sp.add_argument("--out", required=True, help="run dir (re-running resumes)")
+    sp.add_argument(
+        "--workers", type=positive, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)"
+    )
+    sp.add_argument("--num-shards", type=positive, default=1)
+    sp.add_argument("--shard-index", type=non_negative, default=0)
+    sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
+    sp.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
+    sp.add_argument("--check", action="store_true", help="print what the recipe will touch, then exit")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser(
+        "status",
+        help="done/remaining slots, records, rate, ETA, missing and damaged parts of a run dir",
+        epilog="example: datamill status runs/lt --json",
+    )
+    sp.add_argument("dir")
+    sp.add_argument("--json", action="store_true", help="print as JSON")
+    sp.set_defaults(fn=cmd_status)
+
+    sp = sub.add_parser(
+        "cat",
+        help="stream a run dir's records as JSONL in slot order (each part checked: size, hash)",
+        epilog="example: datamill cat runs/lt | head",
+    )
+    sp.add_argument("dir")
+    sp.add_argument("--allow-partial", action="store_true", help="stream even if slots have no part")
+    sp.set_defaults(fn=cmd_cat)
+
+    sp = sub.add_parser(
+        "fsck",
+        help="check every part and meta of a run dir; --repair quarantines damaged parts for the next run",
+        epilog="example: datamill fsck runs/lt --repair && datamill run lambda-traces --out runs/lt",
+    )
+    sp.add_argument("dir")
+    sp.add_argument("--repair", action="store_true", help="move damaged parts and orphan metas into RUN/quarantine/")
+    sp.set_defaults(fn=cmd_fsck)
+
+    sp = sub.add_parser(
+        "merge",
+        help="concatenate shards in slot order into one JSONL file",
+        epilog="example: datamill merge runs/s0 runs/s1 --out all.jsonl",
+    )
+    sp.add_argument("dirs", nargs="+")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--allow-partial", action="store_true", help="merge even if slots have no part")
+    sp.set_defaults(fn=cmd_merge)
