@@ -100,7 +100,7 @@ def _yaml_text(data: dict[str, Any]) -> str:
     from ruamel.yaml import YAML
 
     buf = io.StringIO()
-    yaml = YAML(typ="safe", pure=True)
+    yaml = YAML(typ="rt")  # keeps the dict's key order, so errors point where the user expects
     yaml.default_flow_style = False
     yaml.dump(data, buf)
     return buf.getvalue()

@@ -134,16 +134,24 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    sp = sub.add_parser("bench", help="benchmarks against the bare floor")
+    sp = sub.add_parser("bench", help="benchmarks against the bare floor", epilog="example: datamill bench lambda")
     bsub = sp.add_subparsers(dest="bench", required=True, parser_class=Parser)
-    bp = bsub.add_parser("lambda", help="lambda-traces records/s and peak RSS vs a bare generator loop")
+    bp = bsub.add_parser(
+        "lambda",
+        epilog="example: datamill bench lambda --size 120000 --workers 2",
+        help="lambda-traces records/s and peak RSS vs a bare generator loop",
+    )
     bp.add_argument("--size", type=positive, default=20_000, help="slots (one trace each)")
     bp.add_argument("--workers", type=positive, default=os.cpu_count() or 1)
     bp.add_argument("--seed", type=non_negative, default=0)
     bp.add_argument("--keep", help="keep the datamill run dir here")
     bp.add_argument("--json", help="also write the result as JSON to this file")
     bp.set_defaults(fn=cmd_bench)
-    fp = bsub.add_parser("serve-fake", help="a fake OpenAI-compatible server (loopback) for tests and benchmarks")
+    fp = bsub.add_parser(
+        "serve-fake",
+        epilog="example: datamill bench serve-fake --latency-ms 200 --fault-rate 0.1 --port 8900",
+        help="a fake OpenAI-compatible server (loopback) for tests and benchmarks",
+    )
     fp.add_argument("--host", default="127.0.0.1")
     fp.add_argument("--port", type=non_negative, default=8900, help="0 picks a free port")
     fp.add_argument("--latency-ms", type=float, default=0.0)
@@ -159,34 +167,58 @@ def register(sub: Any) -> None:
     fp.add_argument("--reject-body", help="message of a refusal (default: one naming response_format)")
     fp.add_argument("--max-context", type=positive, help="answer 400 to prompts longer than this many words")
     fp.set_defaults(fn=cmd_serve_fake)
-    lp = bsub.add_parser("llm", help="datamill vs raw aiohttp against the fake server, items/s ratio")
+    lp = bsub.add_parser(
+        "llm",
+        epilog="example: datamill bench llm --n 1000 --concurrency 64 --latency-ms 200 --repeat 3",
+        help="datamill vs raw aiohttp against the fake server, items/s ratio",
+    )
     lp.add_argument("--n", type=positive, default=1000)
     lp.add_argument("--concurrency", type=positive, default=64)
     lp.add_argument("--latency-ms", type=float, default=200.0)
     lp.add_argument("--repeat", type=positive, default=1, help="alternate the two measurements this many times")
     lp.add_argument("--json", help="also write the result as JSON to this file")
     lp.set_defaults(fn=cmd_bench_llm)
-    vp = bsub.add_parser("verify", help="verify with token lengths vs bare tokenization of the same items")
+    vp = bsub.add_parser(
+        "verify",
+        epilog="example: datamill bench verify --n 1000",
+        help="verify with token lengths vs bare tokenization of the same items",
+    )
     vp.add_argument("--n", type=positive, default=2000)
     vp.add_argument("--tokens", type=positive, default=1500, help="mean tokens per item")
     vp.add_argument("--repeat", type=positive, default=3)
     vp.add_argument("--file", help="measure on this JSONL file instead of generated items")
     vp.set_defaults(fn=cmd_bench_verify)
-    dp = bsub.add_parser("dedup", help="MinHash near-dup detection vs a bare rensa LSH pass")
+    dp = bsub.add_parser(
+        "dedup",
+        epilog="example: datamill bench dedup --n 100000",
+        help="MinHash near-dup detection vs a bare rensa LSH pass",
+    )
     dp.add_argument("--n", type=positive, default=100_000)
     dp.add_argument("--repeat", type=positive, default=1)
     dp.set_defaults(fn=cmd_bench_dedup)
-    rp = bsub.add_parser("read", help="what checking parts (size, content hash) costs a reader, vs unchecked and bare")
+    rp = bsub.add_parser(
+        "read",
+        epilog="example: datamill bench read --size 120000 --repeat 5",
+        help="what checking parts (size, content hash) costs a reader, vs unchecked and bare",
+    )
     rp.add_argument("--size", type=positive, default=120_000, help="lambda-traces slots (~8 records each)")
     rp.add_argument("--repeat", type=positive, default=5)
     rp.add_argument("--json", help="also write the result as JSON to this file")
     rp.set_defaults(fn=cmd_bench_read)
-    tp = bsub.add_parser("templates", help="the template sandbox's cost: sandboxed vs plain Jinja2, same recipe")
+    tp = bsub.add_parser(
+        "templates",
+        epilog="example: datamill bench templates --size 100000",
+        help="the template sandbox's cost: sandboxed vs plain Jinja2, same recipe",
+    )
     tp.add_argument("--size", type=positive, default=100_000)
     tp.add_argument("--repeat", type=positive, default=3)
     tp.add_argument("--json", help="also write the result as JSON to this file")
     tp.set_defaults(fn=cmd_bench_templates)
-    ep = bsub.add_parser("embedded", help="the embedded backend vs bare llama-cpp-python on the same prompts")
+    ep = bsub.add_parser(
+        "embedded",
+        epilog="example: datamill bench embedded --n 64 --max-tokens 64",
+        help="the embedded backend vs bare llama-cpp-python on the same prompts",
+    )
     ep.add_argument("--n", type=positive, default=16)
     ep.add_argument("--max-tokens", type=positive, default=64)
     ep.add_argument("--threads", type=positive, help="llama.cpp threads for both (default: the usable cores)")
