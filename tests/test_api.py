@@ -155,7 +155,14 @@ def _imports(path: Path) -> set[str]:
 # layer -> datamill packages it may not import (DESIGN.md: imports point downward only)
 FORBIDDEN = {
     "engine": ("datamill.quality", "datamill.api", "datamill.cli", "datamill.recipes"),
-    "store": ("datamill.engine", "datamill.quality", "datamill.llm", "datamill.columns", "datamill.api", "datamill.cli"),
+    "store": (
+        "datamill.engine",
+        "datamill.quality",
+        "datamill.llm",
+        "datamill.columns",
+        "datamill.api",
+        "datamill.cli",
+    ),
     "recipe": ("datamill.engine", "datamill.quality", "datamill.columns", "datamill.api", "datamill.cli"),
     "columns": ("datamill.engine", "datamill.quality", "datamill.api", "datamill.cli"),
     "llm": ("datamill.engine", "datamill.quality", "datamill.api", "datamill.cli"),

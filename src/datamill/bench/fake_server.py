@@ -128,6 +128,7 @@ class FakeServer:
         self.max_in_flight = 0
         self.statuses: Counter[str] = Counter()
         self.prompt_tokens = 0
+        self.completion_tokens = 0
         self.request_hashes: Counter[str] = Counter()
 
     def stats(self) -> dict[str, Any]:
@@ -137,6 +138,7 @@ class FakeServer:
             "max_in_flight": self.max_in_flight,
             "statuses": dict(self.statuses),
             "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
             "distinct_requests": len(self.request_hashes),
             "repeated_requests": sum(n - 1 for n in self.request_hashes.values() if n > 1),
         }
@@ -194,6 +196,7 @@ class FakeServer:
                 content = answer_for(payload)
                 if fault == "invalid_json":
                     content = "Sure! Here is " + content[: len(content) // 2]
+                self.completion_tokens += len(content.split())  # what its usage fields bill
                 reply = orjson.dumps(
                     {
                         "id": "cmpl-fake",

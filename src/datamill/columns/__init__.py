@@ -5,7 +5,7 @@ from __future__ import annotations
 from datamill.columns.base import Column, SlotState
 from datamill.columns.expressions import Expression, Template
 from datamill.columns.generators import Generator, GeneratorContext
-from datamill.columns.llm import LLM, RunContext
+from datamill.columns.llm import LLM, RunContext, recipe_model_slots
 from datamill.columns.samplers import Categorical, Conditional, Integer, Uniform
 from datamill.recipe import LoadedRecipe, column_order
 from datamill.recipe.check import column_model, dependencies, resolve_schema
@@ -26,6 +26,7 @@ __all__ = ["Column", "GeneratorContext", "RunContext", "SlotState", "build_colum
 def build_columns(loaded: LoadedRecipe, ctx: RunContext | None = None) -> list[Column]:
     """The recipe's columns, ready to evaluate, in dependency order."""
     recipe = loaded.recipe
+    slots = recipe_model_slots(recipe)
     out: list[Column] = []
     for name in column_order(recipe):
         spec = recipe.columns[name]
@@ -46,7 +47,7 @@ def build_columns(loaded: LoadedRecipe, ctx: RunContext | None = None) -> list[C
             col = Generator(name, spec, loaded.base_dir, dependencies(recipe, name))
         elif isinstance(spec, LLMColumn):
             schema = resolve_schema(spec.llm.schema_, loaded.base_dir)
-            col = LLM(name, spec, column_model(recipe, spec), schema, ctx)
+            col = LLM(name, spec, column_model(recipe, spec), schema, ctx, slots)
         else:  # pragma: no cover - the model admits no other kind
             raise TypeError(f"unknown column kind {type(spec).__name__}")
         out.append(col)

@@ -22,7 +22,8 @@ from typing import Any
 from datamill.columns.base import Column, SlotState
 from datamill.llm.backends.base import Backend
 from datamill.llm.cache import ResponseCache
-from datamill.llm.client import LLMClient, LLMFailed, Usage
+from datamill.llm.client import LLMClient, LLMFailed
+from datamill.llm.runlimits import RunLimits, model_key, model_slots
 from datamill.llm.structured import (
     Parsed,
     SchemaCheck,
@@ -61,7 +62,7 @@ class RunContext:
     run_dir: Path | None
     run_id: str
     use_cache: bool = True
-    usage_shared: Any = None
+    limits: RunLimits | None = None  # run-wide concurrency, rates and budgets (shared by workers)
     workers: int = 1  # processes sharing this machine's cores (the embedded model's thread default)
 
 
@@ -103,6 +104,13 @@ def make_backend(spec: ModelSpec, workers: int = 1) -> tuple[Backend, str | None
     return EmbeddedBackend(spec.model, n_ctx=spec.n_ctx, threads=spec.threads or default_threads(workers)), None
 
 
+def recipe_model_slots(recipe: Any) -> dict[str, int]:
+    """Each distinct model block of a recipe's LLM columns and its index in the run-wide limits."""
+    from datamill.recipe.check import column_model
+
+    return model_slots(column_model(recipe, c) for c in recipe.columns.values() if isinstance(c, LLMColumn))
+
+
 def _rank(mode: str) -> int:
     """How far down the ladder a mode is (json_schema is 0)."""
     rank, m = 0, "json_schema"
@@ -113,9 +121,16 @@ def _rank(mode: str) -> int:
 
 class LLM(Column):
     def __init__(
-        self, name: str, spec: LLMColumn, model: ModelSpec, schema: dict[str, Any] | None, ctx: RunContext | None
+        self,
+        name: str,
+        spec: LLMColumn,
+        model: ModelSpec,
+        schema: dict[str, Any] | None,
+        ctx: RunContext | None,
+        slots: dict[str, int] | None = None,
     ) -> None:
         super().__init__(name, spec.emit)
+        self.slots = slots or {model_key(model): 0}
         self.spec = spec.llm
         self.model = model
         self.schema = schema
@@ -135,13 +150,19 @@ class LLM(Column):
     def client(self) -> LLMClient:
         if self._client is None:
             backend, secret = make_backend(self.model, self.ctx.workers if self.ctx else 1)
-            cache = log = None
+            cache = log = ledger = None
             if self.ctx is not None and self.ctx.run_dir is not None:
                 if self.ctx.use_cache:
                     cache = ResponseCache(self.ctx.run_dir / "cache" / "llm.sqlite")
                 log = AttemptLog(self.ctx.run_dir / "logs" / "attempts.jsonl", self.ctx.run_id)
-            usage = Usage(self.ctx.usage_shared if self.ctx else None)
-            self._client = LLMClient(backend, self.model, cache, log, usage, secret=secret)
+                ledger = self.ctx.run_dir / "logs" / "spend.jsonl"
+            limits = None
+            if self.ctx is not None:
+                if self.ctx.limits is None:  # no executor made one: this process is the whole run
+                    self.ctx.limits = RunLimits(len(self.slots), shared=False)
+                limits = self.ctx.limits
+            slot = self.slots[model_key(self.model)]
+            self._client = LLMClient(backend, self.model, cache, log, limits, secret=secret, slot=slot, ledger=ledger)
         return self._client
 
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import datamill
-from datamill.columns.llm import preflight
+from datamill.columns.llm import preflight, recipe_model_slots
 from datamill.engine.commit import PartResult, committed_results, pending_ranges, remove_stale_temps
 from datamill.engine.executors import Executor, LocalExecutor, RangeJob
+from datamill.engine.executors import base as executors_base
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
 from datamill.errors import DataError, InputError, RunDirError, UsageError
+from datamill.llm.runlimits import RunLimits, budget_report, model_key
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.check import column_model
@@ -60,6 +62,7 @@ class RunSummary:
     stopped: str = "completed"
     stop_detail: str = ""
     crash_reason: str = ""  # the first slot failed by a native crash of the embedded model
+    budget: list[dict[str, Any]] = field(default_factory=list)  # spent, reserved, remaining per model
 
     @property
     def slots_remaining(self) -> int:
@@ -85,7 +88,18 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "stopped": self.stopped,
             "stop_detail": self.stop_detail,
+            "budget": self.budget,
         }
+
+
+def model_specs(recipe: Any) -> dict[str, Any]:
+    """The model block of each distinct model key among the recipe's LLM columns."""
+    specs: dict[str, Any] = {}
+    for col in recipe.columns.values():
+        if isinstance(col, LLMColumn):
+            spec = column_model(recipe, col)
+            specs.setdefault(model_key(spec), spec)
+    return specs
 
 
 def check_shards(num_shards: int, shard_index: int) -> None:
@@ -238,6 +252,11 @@ def _execute(
         job = RangeJob.for_run(
             loaded, recipe_text, str(run_dir.path), run_id=run_id, use_cache=use_cache, workers=workers
         )
+        # One set of limits for every worker of this run, with what earlier invocations spent.
+        slots = recipe_model_slots(loaded.recipe)
+        limits = RunLimits(len(slots), shared=workers > 1)
+        limits.load_ledger(run_dir.logs_dir / "spend.jsonl", slots)
+        executors_base.SHARED_LIMITS[0] = limits
         try:
             for res in executor.map(job, pending, progress.advance):
                 results.append(res)
@@ -263,7 +282,9 @@ def _execute(
             summary.stopped = "budget"
             summary.stop_detail = str(exc)
         finally:
+            executors_base.SHARED_LIMITS[0] = None
             progress.finish()
+            summary.budget = budget_report(model_specs(loaded.recipe), slots, limits)
             summary.seconds = time.perf_counter() - t0
             results.sort(key=lambda r: r.start)
             summarize(summary, results)

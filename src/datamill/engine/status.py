@@ -27,6 +27,7 @@ class Status:
     last_stop: str | None = None
     missing: list[tuple[int, int]] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
+    budget: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         s = self.summary.as_dict()
@@ -41,6 +42,7 @@ class Status:
             last_stop=self.last_stop,
             missing=[list(g) for g in self.missing],
             damaged=self.damaged,
+            budget=self.budget,
         )
         return s
 
@@ -64,6 +66,22 @@ def _running(rd: RunDir) -> list[str]:
     return out
 
 
+def _budget(rd: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Spent (settled, plus reservations a kill left open), reserved now and remaining, per model."""
+    from datamill.columns.llm import recipe_model_slots
+    from datamill.engine.run import model_specs
+    from datamill.llm.runlimits import RunLimits, budget_report
+    from datamill.recipe.model import Recipe
+
+    recipe = Recipe.model_validate(manifest["recipe"])
+    slots = recipe_model_slots(recipe)
+    if not slots:
+        return []
+    limits = RunLimits(len(slots), shared=False)
+    limits.load_ledger(rd.logs_dir / "spend.jsonl", slots)
+    return budget_report(model_specs(recipe), slots, limits)
+
+
 def run_status(path: str | Path) -> Status:
     """Done and remaining slots of the whole plan, records, and the recent rate and ETA."""
     rd = RunDir(path)
@@ -82,6 +100,7 @@ def run_status(path: str | Path) -> Status:
     summarize(summary, results)
     status = Status(summary, parts=len(results), running_shards=_running(rd), damaged=damaged)
     status.missing = expected_gaps(rd, healthy)
+    status.budget = _budget(rd, manifest)
     # Rate over the parts committed since the most recent start of each shard.
     window: dict[str, list[float]] = {}  # shard -> [start, last commit, slots, records]
     for ev in rd.events():

@@ -14,13 +14,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from datamill.llm.backends.base import Backend
 from datamill.llm.cache import ResponseCache, request_key
-from datamill.llm.limits import AdaptiveLimiter, TokenBucket
+from datamill.llm.limits import AdaptiveLimiter
+from datamill.llm.runlimits import RunLimits
 from datamill.llm.telemetry import AttemptLog, cost_usd
-from datamill.llm.types import BackendError, BudgetExceeded, ChatResponse, parse_completion
+from datamill.llm.types import BackendError, ChatResponse, parse_completion
 from datamill.recipe.model import ModelSpec
 
 # judge(response) -> (status, error, repairs): how the caller reads the content, for the log.
@@ -38,29 +40,6 @@ class LLMFailed(Exception):
         self.kind = kind
 
 
-class Usage:
-    """Tokens and cost spent by this run, shared across worker processes when given a shared array."""
-
-    def __init__(self, shared: Any = None) -> None:
-        self._shared = shared  # multiprocessing Array('q', 2): tokens, micro-dollars
-        self._local = [0, 0]
-
-    def add(self, tokens: int, cost: float) -> None:
-        micro = round(cost * 1e6)
-        if self._shared is not None:
-            with self._shared.get_lock():
-                self._shared[0] += tokens
-                self._shared[1] += micro
-        else:
-            self._local[0] += tokens
-            self._local[1] += micro
-
-    def totals(self) -> tuple[int, float]:
-        if self._shared is not None:
-            return int(self._shared[0]), self._shared[1] / 1e6
-        return self._local[0], self._local[1] / 1e6
-
-
 @dataclass
 class Outcome:
     response: ChatResponse
@@ -75,22 +54,26 @@ class LLMClient:
         spec: ModelSpec,
         cache: ResponseCache | None,
         log: AttemptLog | None,
-        usage: Usage | None = None,
+        limits: RunLimits | None = None,
         secret: str | None = None,
+        slot: int = 0,
+        ledger: Path | None = None,
     ) -> None:
         self.backend = backend
         self.spec = spec
         self.cache = cache
         self.log = log
-        self.usage = usage or Usage()
         # The embedded model answers one request at a time: queueing more only hides latency.
         self.limiter = AdaptiveLimiter(1 if backend.name == "embedded" else spec.concurrency)
-        self.rpm = TokenBucket(spec.rpm) if spec.rpm else None
-        self.tpm = TokenBucket(spec.tpm) if spec.tpm else None
         self.model = spec.model or backend.identity.split(":", 1)[1]
         self._price = (spec.price_prompt_per_1k, spec.price_completion_per_1k)
+        # Concurrency, rpm, tpm and budgets for the run as a whole (every worker process).
+        self.run_limits = (limits or RunLimits(slot + 1, shared=False)).model(slot, spec, ledger, self.cost)
         self._secret = secret or None
         self.requests_sent = 0
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return cost_usd(self.model, int(prompt_tokens), int(completion_tokens), self._price)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -98,13 +81,6 @@ class LLMClient:
     def _redact_bytes(self, body: bytes) -> bytes:
         # A server may echo the key back, even in a 200: it never reaches the cache or a record.
         return body.replace(self._secret.encode(), b"***") if self._secret else body
-
-    def _check_budget(self) -> None:
-        tokens, cost = self.usage.totals()
-        if self.spec.max_tokens is not None and tokens >= self.spec.max_tokens:
-            raise BudgetExceeded(f"token budget spent: {tokens:,} >= max_tokens {self.spec.max_tokens:,}")
-        if self.spec.max_cost_usd is not None and cost >= self.spec.max_cost_usd:
-            raise BudgetExceeded(f"cost budget spent: ${cost:.4f} >= max_cost_usd ${self.spec.max_cost_usd}")
 
     def _log(self, **fields: Any) -> None:
         if self.log is not None:
@@ -143,14 +119,22 @@ class LLMClient:
             return Outcome(resp, True, 0)
         attempt = 0
         counted = 0
+        limits = self.run_limits
         while True:
             attempt += 1
-            self._check_budget()
-            if self.rpm is not None:
-                await self.rpm.take(1)
-            if self.tpm is not None:
-                await self.tpm.take(float(payload.get("max_tokens") or 0) + _estimate_tokens(payload))
+            if self.spec.rpm:
+                await limits.take_rpm()
+            if self.spec.tpm:
+                await limits.take_tpm(float(payload.get("max_tokens") or 0) + _estimate_tokens(payload))
             await self.limiter.acquire()
+            await limits.acquire()
+            try:
+                # Reserved once a slot is free: only requests about to be sent hold budget.
+                reservation = limits.reserve(payload)  # BudgetExceeded: not sent, the run stops
+            except BaseException:
+                limits.release()
+                await self.limiter.release()
+                raise
             t0 = time.perf_counter()
             try:
                 self.requests_sent += 1
@@ -158,7 +142,12 @@ class LLMClient:
                 resp = parse_completion(body)
             except BackendError as exc:
                 latency = (time.perf_counter() - t0) * 1000
+                limits.release()
                 await self.limiter.release()
+                # A refusal costs nothing; a timeout, a dropped connection or an unreadable body
+                # may have been answered and billed: it keeps its reservation.
+                unknown = exc.kind in ("timeout", "connection", "invalid_response")
+                limits.settle(reservation, None if unknown else 0.0, None if unknown else 0.0)
                 if exc.kind in ("rate_limited", "overloaded"):
                     self.limiter.on_overload()
                 final = not exc.retryable or (exc.kind != "rate_limited" and counted >= self.spec.max_retries)
@@ -176,12 +165,13 @@ class LLMClient:
                 await asyncio.sleep(_backoff(attempt, exc.retry_after))
                 continue
             latency = (time.perf_counter() - t0) * 1000
+            limits.release()
             await self.limiter.release()
             self.limiter.on_success()
             if self.cache is not None:
                 self.cache.put(key, body)
-            cost = cost_usd(self.model, resp.prompt_tokens, resp.completion_tokens, self._price)
-            self.usage.add(resp.prompt_tokens + resp.completion_tokens, cost)
+            cost = self.cost(resp.prompt_tokens, resp.completion_tokens)
+            limits.settle(reservation, cost, resp.prompt_tokens + resp.completion_tokens)
             status, error, repairs = judge(resp)
             self._log(
                 slot=slot, column=column, attempt=attempt, status=status, http_status=200, error=error,

@@ -159,7 +159,7 @@ class LoadedRecipe:
 # more concurrency, another timeout, a new budget or another server address for the same model.
 OPERATIONAL_MODEL_KEYS = frozenset(
     {"base_url", "api_key_env", "concurrency", "threads", "max_retries", "timeout_s", "rpm", "tpm", "max_cost_usd",
-     "max_tokens", "price_prompt_per_1k", "price_completion_per_1k"}
+     "max_tokens", "max_requests", "price_prompt_per_1k", "price_completion_per_1k"}
 )  # fmt: skip
 
 

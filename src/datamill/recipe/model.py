@@ -168,8 +168,9 @@ class ModelSpec(_Strict):
     timeout_s: float = Field(60.0, gt=0)
     rpm: int | None = Field(None, ge=1, description="requests per minute ceiling")
     tpm: int | None = Field(None, ge=1, description="tokens per minute ceiling")
-    max_cost_usd: float | None = Field(None, gt=0, description="stop the run when spent")
-    max_tokens: int | None = Field(None, ge=1, description="stop the run when this many tokens are used")
+    max_cost_usd: float | None = Field(None, gt=0, description="stop the run before it spends more than this")
+    max_tokens: int | None = Field(None, ge=1, description="stop the run before it uses more tokens than this")
+    max_requests: int | None = Field(None, ge=1, description="stop the run before it sends more requests than this")
     price_prompt_per_1k: float | None = Field(None, ge=0)
     price_completion_per_1k: float | None = Field(None, ge=0)
     structured: Literal["auto", "json_schema", "json_object_schema", "json_object", "prompt"] = "auto"

@@ -62,7 +62,7 @@ class RangeJob:
         if runner is None:
             loaded = load_text(self.recipe_text, self.recipe_file, Path(self.base_dir))
             params = orjson.loads(self.params_json)
-            ctx = RunContext(Path(self.run_dir), self.run_id, self.use_cache, SHARED_USAGE[0], self.workers)
+            ctx = RunContext(Path(self.run_dir), self.run_id, self.use_cache, SHARED_LIMITS[0], self.workers)
             runner = SlotRunner(loaded.with_overrides(size=self.size, seed=self.seed, params=params), ctx)
             _RUNNERS.clear()
             _RUNNERS[self] = runner
@@ -79,8 +79,9 @@ class RangeJob:
 
 # One compiled recipe per process, reused across the ranges it runs.
 _RUNNERS: dict[RangeJob, SlotRunner] = {}
-# Tokens and cost spent by the run, shared by a pool's workers (set in each worker).
-SHARED_USAGE: list[Any] = [None]
+# The run-wide limits (concurrency, rates, budgets), made by execute before the pool forks and
+# handed to each worker (datamill.llm.runlimits).
+SHARED_LIMITS: list[Any] = [None]
 
 
 class Executor(ABC):

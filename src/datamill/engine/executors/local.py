@@ -27,7 +27,7 @@ def _die_with_parent() -> None:
         pass  # not Linux: orphans finish their range; commits stay atomic either way
 
 
-def _init_worker(job: RangeJob, counter: Any, usage: Any) -> None:
+def _init_worker(job: RangeJob, counter: Any, limits: Any) -> None:
     global _worker_job, _worker_counter
     _die_with_parent()
     # The parent owns Ctrl-C and SIGTERM: it stops the pool, and workers just end (no tracebacks).
@@ -35,7 +35,7 @@ def _init_worker(job: RangeJob, counter: Any, usage: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     _worker_job, _worker_counter = job, counter
-    base.SHARED_USAGE[0] = usage
+    base.SHARED_LIMITS[0] = limits
     job.runner()  # compile once, before the first range
 
 
@@ -69,7 +69,6 @@ class LocalExecutor(Executor):
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Array("q", 2)
-        usage = ctx.Array("q", 2)  # tokens, micro-dollars: the run budget is for all workers together
         seen = [0, 0]
 
         def poll() -> None:
@@ -79,7 +78,9 @@ class LocalExecutor(Executor):
                 on_slots(now[0] - seen[0], now[1] - seen[1])
                 seen[:] = now
 
-        pool = ctx.Pool(min(self.workers, len(ranges)), initializer=_init_worker, initargs=(job, counter, usage))
+        pool = ctx.Pool(
+            min(self.workers, len(ranges)), initializer=_init_worker, initargs=(job, counter, base.SHARED_LIMITS[0])
+        )
         try:
             results = pool.imap_unordered(_run, ranges, chunksize=1)
             remaining = len(ranges)

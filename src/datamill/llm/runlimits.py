@@ -1,0 +1,268 @@
+"""Limits that hold for the run as a whole (issues 12 and 22): concurrency, rpm, tpm, and hard
+budgets (cost, tokens, requests), one state per model block, shared by every worker process.
+
+The state lives in one ``multiprocessing`` array created before the pool forks (or a plain list
+for a run in one process): an executor backs the same interface with shared memory locally, and
+a distributed executor can back it with one coordinator.
+
+Budgets are **reserved before a request is sent** — prompt tokens bounded from the rendered
+messages (a token covers at least one byte, plus a per-message allowance for the chat template),
+completion bounded by ``max_tokens`` — and **settled** when it returns. A request whose
+reservation would pass a budget is not sent: :class:`BudgetExceeded` stops the run cleanly.
+Reservations are written ahead to ``logs/spend.jsonl`` and settlements after, so a run killed
+with requests in flight counts them at their reservation on the next invocation: the budget
+holds across every invocation of one run dir, whatever was killed when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datamill.llm.types import BudgetExceeded
+
+FIELDS = 10
+SPENT_COST, RESERVED_COST, SPENT_TOKENS, RESERVED_TOKENS, REQUESTS, IN_FLIGHT, RPM, RPM_AT, TPM, TPM_AT = range(FIELDS)
+MESSAGE_ALLOWANCE = 8  # chat-template tokens per message, an upper bound for common templates
+POLL_S = 0.002
+
+
+class RunLimits:
+    """``n`` model blocks' counters: shared across forked processes, or local to this one."""
+
+    def __init__(self, n: int, shared: bool = True) -> None:
+        self.n = max(1, n)
+        self.unsettled: dict[str, float] = {}  # model -> USD of reservations a kill left open
+        if shared:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            # A raw array and a lock of our own: reads that need no lock never wait for one (a
+            # synchronized array locks on every item, and a terminated worker may hold the lock).
+            self._a: Any = ctx.RawArray("d", self.n * FIELDS)
+            self._lock: Any = ctx.RLock()
+        else:
+            self._a = [0.0] * (self.n * FIELDS)
+            self._lock = threading.Lock()
+
+    def totals(self, index: int) -> dict[str, float]:
+        b = index * FIELDS
+        # A worker terminated by its pool while holding the lock leaves it held for good: the
+        # parent's report after the pool is gone reads without it rather than wait forever.
+        locked = self._lock.acquire(timeout=1.0)
+        try:
+            return {
+                "spent_usd": float(self._a[b + SPENT_COST]),
+                "reserved_usd": float(self._a[b + RESERVED_COST]),
+                "spent_tokens": float(self._a[b + SPENT_TOKENS]),
+                "reserved_tokens": float(self._a[b + RESERVED_TOKENS]),
+                "requests": float(self._a[b + REQUESTS]),
+                "in_flight": float(self._a[b + IN_FLIGHT]),
+            }
+        finally:
+            if locked:
+                self._lock.release()
+
+    def model(self, index: int, spec: Any, ledger: Path | None, price: Any) -> ModelLimits:
+        return ModelLimits(self, index, spec, ledger, price)
+
+    def load_ledger(self, path: Path, slots: dict[str, int]) -> None:
+        """Spend recorded by earlier invocations: settled amounts, and unsettled reservations at
+        their reserved amount (their requests may have been answered before a kill)."""
+        if not path.is_file():
+            return
+        open_res: dict[str, tuple[str, float, float]] = {}
+        with self._lock:
+            for raw in path.read_bytes().splitlines():
+                try:
+                    ev = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a line cut by a kill: its reservation line, if any, still counts
+                slot = slots.get(ev.get("model", ""))
+                if slot is None:
+                    continue
+                base = slot * FIELDS
+                if "reserve" in ev:
+                    open_res[ev["reserve"]] = (ev["model"], float(ev["cost"]), float(ev["tokens"]))
+                    self._a[base + REQUESTS] += 1
+                elif "settle" in ev and ev["settle"] in open_res:
+                    del open_res[ev["settle"]]
+                    self._a[base + SPENT_COST] += float(ev["cost"])
+                    self._a[base + SPENT_TOKENS] += float(ev["tokens"])
+            # Unsettled: answered or not before a kill, nobody knows; counted as spent in full.
+            for model, cost, tokens in open_res.values():
+                base = slots[model] * FIELDS
+                self._a[base + SPENT_COST] += cost
+                self._a[base + SPENT_TOKENS] += tokens
+                self.unsettled[model] = self.unsettled.get(model, 0.0) + cost
+
+
+@dataclass
+class Reservation:
+    id: str
+    cost: float
+    tokens: float
+
+
+class ModelLimits:
+    """One model block's view of the run-wide limits."""
+
+    def __init__(self, limits: RunLimits, index: int, spec: Any, ledger: Path | None, price: Any) -> None:
+        self._l = limits
+        self._base = index * FIELDS
+        self.spec = spec
+        self.key = model_key(spec)
+        self._ledger = ledger
+        self._price = price  # (prompt_tokens, completion_tokens) -> USD
+        self.budgeted = any(x is not None for x in (spec.max_cost_usd, spec.max_tokens, spec.max_requests))
+
+    def totals(self) -> dict[str, float]:
+        return self._l.totals(self._base // FIELDS)
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    def bound(self, payload: dict[str, Any]) -> tuple[float, float]:
+        """Upper bounds of a request's tokens and cost, known before it is sent."""
+        messages = payload.get("messages", [])
+        prompt = sum(len(str(m.get("content") or "").encode()) + MESSAGE_ALLOWANCE for m in messages)
+        completion = int(payload.get("max_tokens") or 0)
+        return float(prompt + completion), float(self._price(prompt, completion))
+
+    def reserve(self, payload: dict[str, Any]) -> Reservation | None:
+        """Reserve the request's bounds against every budget, or raise BudgetExceeded (nothing sent)."""
+        if not self.budgeted:
+            return None
+        tokens, cost = self.bound(payload)
+        spec, a, b = self.spec, self._l._a, self._base
+        with self._l._lock:
+            if spec.max_requests is not None and a[b + REQUESTS] + 1 > spec.max_requests:
+                raise BudgetExceeded(
+                    f"request budget spent: {int(a[b + REQUESTS]):,} of max_requests {spec.max_requests:,}"
+                )
+            if spec.max_tokens is not None and a[b + SPENT_TOKENS] + a[b + RESERVED_TOKENS] + tokens > spec.max_tokens:
+                raise BudgetExceeded(
+                    f"token budget spent: {int(a[b + SPENT_TOKENS]):,} used, {int(a[b + RESERVED_TOKENS]):,} reserved, "
+                    f"the next request needs up to {int(tokens):,} of max_tokens {spec.max_tokens:,}"
+                )
+            if spec.max_cost_usd is not None and a[b + SPENT_COST] + a[b + RESERVED_COST] + cost > spec.max_cost_usd:
+                raise BudgetExceeded(
+                    f"cost budget spent: ${a[b + SPENT_COST]:.4f} used, ${a[b + RESERVED_COST]:.4f} reserved, "
+                    f"the next request needs up to ${cost:.4f} of max_cost_usd ${spec.max_cost_usd}"
+                )
+            a[b + REQUESTS] += 1
+            a[b + RESERVED_TOKENS] += tokens
+            a[b + RESERVED_COST] += cost
+        res = Reservation(uuid.uuid4().hex[:16], cost, tokens)
+        self._write({"model": self.key, "reserve": res.id, "cost": cost, "tokens": tokens})
+        return res
+
+    def settle(self, res: Reservation | None, cost: float | None, tokens: float | None) -> None:
+        """Replace a reservation by what the request used (None: unknown, keep the reservation)."""
+        if res is None:
+            return
+        cost = res.cost if cost is None else cost
+        tokens = res.tokens if tokens is None else tokens
+        a, b = self._l._a, self._base
+        with self._l._lock:
+            a[b + RESERVED_COST] -= res.cost
+            a[b + RESERVED_TOKENS] -= res.tokens
+            a[b + SPENT_COST] += cost
+            a[b + SPENT_TOKENS] += tokens
+        self._write({"model": self.key, "settle": res.id, "cost": cost, "tokens": tokens})
+
+    def _write(self, event: dict[str, Any]) -> None:
+        if self._ledger is None:
+            return
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        fd = os.open(self._ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write: lines of concurrent processes never interleave
+        finally:
+            os.close(fd)
+
+    # -- concurrency and rates ------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        """A run-wide slot among ``concurrency`` requests in flight."""
+        a, b = self._l._a, self._base
+        while True:
+            with self._l._lock:
+                if a[b + IN_FLIGHT] < self.spec.concurrency:
+                    a[b + IN_FLIGHT] += 1
+                    return
+            await asyncio.sleep(POLL_S)
+
+    def release(self) -> None:
+        with self._l._lock:
+            self._l._a[self._base + IN_FLIGHT] -= 1
+
+    async def take_rpm(self) -> None:
+        if self.spec.rpm:
+            await self._take(RPM, RPM_AT, float(self.spec.rpm), 1.0)
+
+    async def take_tpm(self, n: float) -> None:
+        if self.spec.tpm:
+            await self._take(TPM, TPM_AT, float(self.spec.tpm), n)
+
+    async def _take(self, field: int, stamp: int, per_minute: float, n: float) -> None:
+        """A token bucket shared by every process: ``per_minute``, bursting to one second's worth."""
+        rate = per_minute / 60.0
+        capacity = max(1.0, rate)
+        n = min(n, capacity)
+        a, b = self._l._a, self._base
+        while True:
+            now = time.monotonic()
+            with self._l._lock:
+                if a[b + stamp] == 0.0:
+                    a[b + field], a[b + stamp] = capacity, now
+                tokens = min(capacity, a[b + field] + (now - a[b + stamp]) * rate)
+                a[b + stamp] = now
+                if tokens >= n:
+                    a[b + field] = tokens - n
+                    return
+                a[b + field] = tokens
+            await asyncio.sleep(max(POLL_S, (n - tokens) / rate))
+
+
+def model_key(spec: Any) -> str:
+    """The model block a limit belongs to: backend, server and model."""
+    return f"{spec.backend}|{spec.base_url or ''}|{spec.model or ''}"
+
+
+def model_slots(specs: Iterable[Any]) -> dict[str, int]:
+    """Each distinct model block's index, in the order given (the recipe's column order)."""
+    slots: dict[str, int] = {}
+    for spec in specs:
+        slots.setdefault(model_key(spec), len(slots))
+    return slots
+
+
+def budget_report(specs: dict[str, Any], slots: dict[str, int], limits: RunLimits) -> list[dict[str, Any]]:
+    """Spent, reserved and remaining of each budgeted model block (``specs``: key -> ModelSpec)."""
+    rows = []
+    for key, index in slots.items():
+        spec = specs[key]
+        if all(x is None for x in (spec.max_cost_usd, spec.max_tokens, spec.max_requests)):
+            continue
+        t = limits.totals(index)
+        row: dict[str, Any] = {"model": spec.model or spec.backend, **{k: round(v, 6) for k, v in t.items()}}
+        row["unsettled_usd"] = round(limits.unsettled.get(key, 0.0), 6)
+        for cap, used in (("max_cost_usd", "spent_usd"), ("max_tokens", "spent_tokens"), ("max_requests", "requests")):
+            limit = getattr(spec, cap)
+            row[cap] = limit
+            reserved = (
+                t["reserved_usd"] if cap == "max_cost_usd" else t["reserved_tokens"] if cap == "max_tokens" else 0
+            )
+            row[f"remaining_{cap.removeprefix('max_')}"] = (
+                None if limit is None else round(limit - t[used] - reserved, 6)
+            )
+        rows.append(row)
+    return rows
