@@ -234,9 +234,13 @@ def run(
     executor: str = "local",
     progress: bool | str = True,
     use_cache: bool = True,
+    retry_failed: bool = False,
 ) -> RunResult:
     """Run (or resume) ``recipe`` into the run dir ``out``; then dedup if the recipe asks and
-    every slot is done, and write ``reports/telemetry.json`` when LLM columns ran."""
+    every slot is done, and write ``reports/telemetry.json`` when LLM columns ran.
+
+    ``retry_failed`` first runs again the slots that ended failed in committed parts (keeping
+    every other record byte for byte), e.g. with a longer timeout in the model block."""
     import os
 
     from datamill.engine import LocalExecutor, execute
@@ -257,6 +261,7 @@ def run(
         executor=LocalExecutor(workers or os.cpu_count() or 1),
         progress=make_progress(progress, label),
         use_cache=use_cache,
+        retry_failed=retry_failed,
     )
     result = RunResult(Path(out), summary)
     spec = r.loaded.recipe.dedup

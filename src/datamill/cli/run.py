@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard_index=args.shard_index,
         progress=args.progress,
         use_cache=not args.no_cache,
+        retry_failed=args.retry_failed,
     )
     s = result.summary
     rate = s.new_records / s.seconds if s.seconds > 0 else 0.0
@@ -102,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         total = sum(s.dropped.values())
         why = ", ".join(f"{k} {v:,}" for k, v in s.dropped.items())
         print(f"dropped: {total:,} slots ({why})")
+    if s.retried_slots:
+        print(f"retried: {s.retried_slots:,} failed slots run again ({s.slots_failed:,} still failed)")
     print(
         f"this invocation: {s.parts_run:,} parts run, {s.parts_resumed:,} already committed, "
         f"{s.new_records:,} records in {s.seconds:.1f}s ({rate:,.0f} records/s)"
@@ -192,6 +195,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("missing    " + shown + (" ..." if len(st.missing) > 5 else ""))
     for reason in st.damaged:
         print(f"damaged    {reason}")
+    if st.failure_reasons:
+        print("failures   " + ", ".join(f"{k} {v:,}" for k, v in st.failure_reasons.items()))
+        print("           (`datamill run ... --retry-failed` runs them again)")
     if st.last_stop:
         print(f"last stop  {st.last_stop}")
     return 0
@@ -270,6 +276,9 @@ def register(sub: Any) -> None:
     sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     sp.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
     sp.add_argument("--check", action="store_true", help="print what the recipe will touch, then exit")
+    sp.add_argument(
+        "--retry-failed", action="store_true", help="run again the slots that ended failed in committed parts"
+    )
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser(

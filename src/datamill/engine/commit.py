@@ -19,10 +19,11 @@ import orjson
 
 from datamill.engine.plan import Plan, SlotRange
 from datamill.engine.slots import SlotRunner
+from datamill.seeds import parse_sample_id
 from datamill.store import atomic
 from datamill.store.formats import dumps_line, open_sink, suffix
-from datamill.store.integrity import HASH_FIELD, hash_file, seal
-from datamill.store.rundir import RunDir, part_stem
+from datamill.store.integrity import HASH_FIELD, hash_file, lines_of, read_part, seal
+from datamill.store.rundir import Part, RunDir, part_stem
 
 
 @dataclass
@@ -149,4 +150,59 @@ def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[
     return out
 
 
-__all__ = ["PartResult", "committed_results", "pending_ranges", "remove_stale_temps", "run_range"]
+__all__ = ["PartResult", "committed_results", "pending_ranges", "remove_stale_temps", "retry_failed", "run_range"]
+
+
+def retry_failed(runner: SlotRunner, run_dir: RunDir, part: Part) -> PartResult | None:
+    """Run again the slots that ended ``failed`` in a committed part and rewrite it atomically.
+
+    Records of every other slot are kept byte for byte (LLM answers they used stay in the cache,
+    so nothing that succeeded is asked again); the retried slots' records take their place in slot
+    order; a slot that fails again stays failed with its new reason. Returns the new stats, or None
+    when the part has no failed slot.
+    """
+    data, meta = read_part(part)
+    failed = sorted(int(f["slot"]) for f in meta["slots_failed"])
+    if not failed:
+        return None
+    t0 = time.perf_counter()
+    fmt = "parquet" if part.path.name.endswith(".parquet") else "jsonl"
+    compression = "zstd" if part.path.name.endswith(".zst") else "none"
+    kept: dict[int, list[bytes]] = {}
+    for line in lines_of(part, data, meta):
+        slot = parse_sample_id(orjson.loads(line)["sample_id"])[2]
+        kept.setdefault(slot, []).append(line)
+    outcomes = {o.slot: o for o in runner.run(failed)}
+    result = PartResult(part.start, part.end, slots_done=meta["slots_done"], dropped=dict(meta["dropped"]))
+    tmp = atomic.temp_path(part.path)
+    try:
+        with open(tmp, "wb") as f:
+            sink = open_sink(f, fmt, compression)
+            for slot in range(part.start, part.end):
+                lines = kept.get(slot)
+                if lines is None and slot in outcomes:
+                    o = outcomes[slot]
+                    if o.failed is not None:
+                        result.failed.append({"slot": slot, "reason": o.failed})
+                        continue
+                    result.slots_done += 1
+                    if o.dropped is not None:
+                        result.dropped[o.dropped] = result.dropped.get(o.dropped, 0) + 1
+                    lines = [dumps_line(rec) for rec in o.records]
+                for line in lines or []:
+                    sink.write(line, orjson.loads(line) if fmt == "parquet" else {})
+                    result.records += 1
+            sink.close()
+            f.flush()
+            os.fsync(f.fileno())
+            result.bytes = f.tell()
+        result.content_hash = hash_file(tmp)
+        result.dropped = dict(sorted(result.dropped.items()))
+        result.seconds = meta.get("seconds", 0.0) + time.perf_counter() - t0
+        # The meta first, then the data: a kill between the two leaves a part whose hash no longer
+        # matches its meta, which every reader refuses and `datamill fsck --repair` heals.
+        atomic.write_bytes(part.meta_path, orjson.dumps(result.meta()))
+        atomic.publish(tmp, part.path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result

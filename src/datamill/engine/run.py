@@ -22,6 +22,7 @@ from typing import Any
 import datamill
 from datamill.columns.llm import preflight, recipe_model_slots
 from datamill.engine.commit import PartResult, committed_results, pending_ranges, remove_stale_temps
+from datamill.engine.commit import retry_failed as retry_failed_part
 from datamill.engine.executors import Executor, LocalExecutor, RangeJob
 from datamill.engine.executors import base as executors_base
 from datamill.engine.plan import Plan
@@ -63,6 +64,7 @@ class RunSummary:
     stop_detail: str = ""
     crash_reason: str = ""  # the first slot failed by a native crash of the embedded model
     budget: list[dict[str, Any]] = field(default_factory=list)  # spent, reserved, remaining per model
+    retried_slots: int = 0  # failed slots run again by --retry-failed
 
     @property
     def slots_remaining(self) -> int:
@@ -90,6 +92,31 @@ class RunSummary:
             "stop_detail": self.stop_detail,
             "budget": self.budget,
         }
+
+
+def _retry_failed(job: RangeJob, run_dir: RunDir, bounds: Any, results: list[PartResult], summary: RunSummary) -> None:
+    """Rewrite each committed part of the shard that holds failed slots, those slots run again."""
+    by_start = {r.start: i for i, r in enumerate(results)}
+    try:
+        for part in run_dir.parts():
+            if part.end <= bounds.start or part.start >= bounds.end:
+                continue
+            before = results[by_start[part.start]]
+            if not before.failed:
+                continue
+            res = retry_failed_part(job.runner(), run_dir, part)
+            if res is None:
+                continue
+            results[by_start[part.start]] = res
+            summary.retried_slots += len(before.failed)
+            summary.new_slots += len(before.failed)
+            summary.new_records += res.records - before.records
+            run_dir.log_event("retry", range=[part.start, part.end], retried=len(before.failed),
+                              still_failed=len(res.failed), records=res.records)  # fmt: skip
+            for f in res.failed:
+                run_dir.log_event("slot_failed", slot=f["slot"], reason=f["reason"])
+    finally:
+        job.close()
 
 
 def model_specs(recipe: Any) -> dict[str, Any]:
@@ -188,8 +215,10 @@ def execute(
     executor: Executor | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
+    retry_failed: bool = False,
 ) -> RunSummary:
-    """Run (or resume) one shard of ``loaded`` into ``out`` and return its summary."""
+    """Run (or resume) one shard of ``loaded`` into ``out`` and return its summary; with
+    ``retry_failed``, first run again the slots that ended failed in committed parts."""
     check_shards(num_shards, shard_index)
     for col in loaded.recipe.columns.values():
         if isinstance(col, LLMColumn):
@@ -201,7 +230,9 @@ def execute(
     fresh = not run_dir.path.exists()
     run_dir.create(manifest_for(loaded, plan, recipe_text))
     try:
-        return _execute(loaded, recipe_text, run_dir, plan, num_shards, shard_index, executor, progress, use_cache)
+        return _execute(
+            loaded, recipe_text, run_dir, plan, num_shards, shard_index, executor, progress, use_cache, retry_failed
+        )
     except InputError:
         # Bad input found only once slots ran (a template the sandbox refused at render time):
         # a run dir this invocation made holds nothing of value and is removed, as if never written.
@@ -220,6 +251,7 @@ def _execute(
     executor: Executor,
     progress: Progress,
     use_cache: bool,
+    retry_failed: bool = False,
 ) -> RunSummary:
     bounds = plan.shard_bounds(num_shards, shard_index)
     summary = RunSummary(loaded.recipe.name, loaded.hash, num_shards, shard_index, slots_total=len(bounds))
@@ -258,6 +290,8 @@ def _execute(
         limits.load_ledger(run_dir.logs_dir / "spend.jsonl", slots)
         executors_base.SHARED_LIMITS[0] = limits
         try:
+            if retry_failed:
+                _retry_failed(job, run_dir, bounds, results, summary)
             for res in executor.map(job, pending, progress.advance):
                 results.append(res)
                 summary.parts_run += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class Status:
     missing: list[tuple[int, int]] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     budget: list[dict[str, Any]] = field(default_factory=list)
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # "column: kind" -> failed slots
 
     def as_dict(self) -> dict[str, Any]:
         s = self.summary.as_dict()
@@ -43,6 +45,7 @@ class Status:
             missing=[list(g) for g in self.missing],
             damaged=self.damaged,
             budget=self.budget,
+            failure_reasons=self.failure_reasons,
         )
         return s
 
@@ -101,6 +104,10 @@ def run_status(path: str | Path) -> Status:
     status = Status(summary, parts=len(results), running_shards=_running(rd), damaged=damaged)
     status.missing = expected_gaps(rd, healthy)
     status.budget = _budget(rd, manifest)
+    reasons: Counter[str] = Counter()
+    for r in results:
+        reasons.update(": ".join(f["reason"].split(": ")[:2]) for f in r.failed)
+    status.failure_reasons = dict(reasons.most_common())
     # Rate over the parts committed since the most recent start of each shard.
     window: dict[str, list[float]] = {}  # shard -> [start, last commit, slots, records]
     for ev in rd.events():
