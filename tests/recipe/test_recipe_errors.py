@@ -192,6 +192,14 @@ CASES = [
         "model.backend",
         "embedded",
     ),
+    (
+        "cost-budget-without-prices",
+        HEAD + "model: {backend: openai, base_url: 'http://127.0.0.1:1/v1', model: my-local, max_cost_usd: 5}\n"
+        "columns:\n  a: {llm: {prompt: 'hi'}}\n",
+        4,
+        "model.max_cost_usd",
+        "needs prices",
+    ),
 ]
 
 LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")

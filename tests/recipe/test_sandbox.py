@@ -106,11 +106,12 @@ def test_known_escapes_are_refused_at_load_time(
     assert any(w in why for w in ("not allowed", "not available", "dunder")), why
 
 
+@pytest.mark.parametrize("kind", ["template", "llm"])
 @pytest.mark.parametrize("payload", [p for _, p in RENDER], ids=[i for i, _ in RENDER])
 def test_escapes_built_at_render_time_are_refused_by_the_sandbox(
-    payload: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    payload: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    why = _refused(tmp_path, payload, "template", capsys)
+    why = _refused(tmp_path, payload, kind, capsys)
     assert "unsafe" in why or "not safely" in why or "modify" in why or "immutable" in why, why
 
 

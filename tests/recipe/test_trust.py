@@ -121,3 +121,19 @@ def test_every_example_and_builtin_passes_without_flags(example: str, tmp_path: 
     assert res.returncode == 0, res.stderr
     for name in ("lambda-traces", "contextual"):
         assert datamill("run", name, "--out", str(tmp_path / name), "--check").returncode == 0
+
+
+def test_a_module_found_through_the_current_directory_is_refused_before_it_runs(tmp_path: Path) -> None:
+    pkg = tmp_path / "work" / "pkgx"
+    pkg.mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "gen.py").write_text(GEN)
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text("name: t\nseed: 1\nsize: 3\ncolumns:\n  g: {generator: 'pkgx.gen:make'}\n")
+    res = subprocess.run([sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path / "work", timeout=120)  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--trust-code" in res.stderr
+    assert not marker.exists(), "the package's __init__ ran before the refusal"

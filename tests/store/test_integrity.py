@@ -195,3 +195,20 @@ def test_fsck_repair_of_an_llm_run_replays_the_cache(fake_server, tmp_path: Path
     assert res.returncode == 0, res.stderr
     assert srv.stats()["requests"] == sent, "no request was repeated"
     assert datamill("cat", str(run)).stdout == before
+
+
+def test_a_meta_with_wrong_types_is_one_line_not_a_traceback(
+    base_runs: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(base_runs["jsonl"][1], run)
+    meta = run / "parts" / (SECOND + ".meta.json")
+    m = orjson.loads(meta.read_bytes())
+    m.pop("meta_hash")
+    m["bytes"] = "5"
+    meta.write_bytes(orjson.dumps(m))
+    for verb in ("cat", "status", "fsck"):
+        res = datamill(verb, str(run))
+        assert "Traceback" not in res.stderr, res.stderr
+        assert res.returncode == (0 if verb == "status" else 1), (verb, res.stdout, res.stderr)
+    assert "bytes is str" in _one_error(datamill("cat", str(run)))

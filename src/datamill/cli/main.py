@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"datamill: error: {exc}", file=sys.stderr)
             return exc.exit_code
     try:
-        # The config file's trust entry, widened by this command's --trust-code / --trust-host.
-        api.trust(code=bool(getattr(args, "trust_code", False)), hosts=getattr(args, "trust_host", None) or [])
+        if hasattr(args, "trust_code"):  # verbs that load a recipe: the config file's trust, and the flags
+            api.trust(code=args.trust_code, hosts=args.trust_host or [])
         return int(args.fn(args))
     except RecipeError as exc:
         print(str(exc), file=sys.stderr)  # FILE:LINE:COL: field.path: message, like a compiler

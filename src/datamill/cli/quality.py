@@ -132,6 +132,7 @@ def register(sub: Any) -> None:
     sp.add_argument(
         "--window", type=positive, help="streaming mode: compare each record with the N before it (order-dependent)"
     )
+    trust_args(sp)  # regeneration runs the recipe's code again
     sp.set_defaults(fn=cmd_dedup)
 
     sp = sub.add_parser(

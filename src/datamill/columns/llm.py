@@ -160,6 +160,8 @@ class LLM(Column):
             if self.ctx is not None:
                 if self.ctx.limits is None:  # no executor made one: this process is the whole run
                     self.ctx.limits = RunLimits(len(self.slots), shared=False)
+                    if ledger is not None:
+                        self.ctx.limits.load_ledger(ledger, self.slots)
                 limits = self.ctx.limits
             slot = self.slots[model_key(self.model)]
             self._client = LLMClient(backend, self.model, cache, log, limits, secret=secret, slot=slot, ledger=ledger)
@@ -226,7 +228,7 @@ class LLM(Column):
             row[self.name] = await self._single(state, row)
         except LLMFailed as exc:
             state.failed = f"{self.name}: {exc.kind}: {exc}"
-        except BudgetExceeded:
+        except (BudgetExceeded, UnsafeTemplate):
             raise
         except SecurityError as exc:
             raise render_guard(self.name, exc) from None

@@ -140,7 +140,14 @@ class LLMClient:
                 self.requests_sent += 1
                 body = self._redact_bytes(await self.backend.complete(payload))
                 resp = parse_completion(body)
-            except BackendError as exc:
+            except BaseException as exc:
+                if not isinstance(exc, BackendError):
+                    # Cancelled, or a bug: free the slots, keep the reservation (it may have been
+                    # answered), and let it propagate.
+                    limits.release()
+                    await self.limiter.release()
+                    limits.settle(reservation, None, None)
+                    raise
                 latency = (time.perf_counter() - t0) * 1000
                 limits.release()
                 await self.limiter.release()

@@ -216,7 +216,7 @@ class ModelLimits:
         """A token bucket shared by every process: ``per_minute``, bursting to one second's worth."""
         rate = per_minute / 60.0
         capacity = max(1.0, rate)
-        n = min(n, capacity)
+        need = min(n, capacity)  # a request larger than the burst waits for a full bucket ...
         a, b = self._l._a, self._base
         while True:
             now = time.monotonic()
@@ -225,16 +225,17 @@ class ModelLimits:
                     a[b + field], a[b + stamp] = capacity, now
                 tokens = min(capacity, a[b + field] + (now - a[b + stamp]) * rate)
                 a[b + stamp] = now
-                if tokens >= n:
-                    a[b + field] = tokens - n
+                if tokens >= need:
+                    a[b + field] = tokens - n  # ... and then takes all it needs: the bucket goes into debt
                     return
                 a[b + field] = tokens
-            await asyncio.sleep(max(POLL_S, (n - tokens) / rate))
+            await asyncio.sleep(max(POLL_S, (need - tokens) / rate))
 
 
 def model_key(spec: Any) -> str:
-    """The model block a limit belongs to: backend, server and model."""
-    return f"{spec.backend}|{spec.base_url or ''}|{spec.model or ''}"
+    """The model a limit belongs to: backend and model name. Not the server address, which is
+    operational (a run may resume against another address of the same model, and its spend with it)."""
+    return f"{spec.backend}|{spec.model or ''}"
 
 
 def model_slots(specs: Iterable[Any]) -> dict[str, int]:

@@ -67,5 +67,5 @@ def parse_completion(raw: bytes) -> ChatResponse:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             finish_reason=choice.get("finish_reason"),
         )
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise BackendError("invalid_response", f"unreadable completion body: {type(exc).__name__}") from None

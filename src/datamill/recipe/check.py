@@ -216,6 +216,17 @@ def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> N
         inner = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise loc.error((*where, "model", *err["loc"]), f"{inner + ': ' if inner else ''}{msg}") from None
+    if model.max_cost_usd is not None and (model.price_prompt_per_1k is None or model.price_completion_per_1k is None):
+        from datamill.llm.telemetry import PRICES
+
+        if model.backend != "openai" or (model.model or "") not in PRICES:
+            override = col.llm.model or {}
+            at = (*where, "model", "max_cost_usd") if "max_cost_usd" in override else ("model", "max_cost_usd")
+            raise loc.error(
+                at,
+                f"a cost budget needs prices: {model.model or model.backend!r} is not in the price table; "
+                "set price_prompt_per_1k and price_completion_per_1k (USD per 1K tokens)",
+            )
     if model.backend == "openai" and model.api_key_env and model.base_url:
         try:
             check_key_host(model.base_url, model.api_key_env)

@@ -19,10 +19,11 @@ The config file is ``$DATAMILL_CONFIG`` or ``~/.config/datamill/config.yaml``::
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import ipaddress
 import os
 import site
+import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +128,32 @@ def code_path(ref: str, base_dir: Path) -> Path | None:
     module_ref = ref.rsplit(":", 1)[0]
     if module_ref.endswith(".py") or "/" in module_ref:
         return (base_dir / module_ref).resolve()
-    try:
-        spec = importlib.util.find_spec(module_ref)
-    except (ImportError, ValueError):
+    return _locate(module_ref)
+
+
+def _locate(name: str) -> Path | None:
+    """The file of module ``name`` found the way import would, without importing anything
+    (``importlib.util.find_spec`` imports parent packages, which runs their code)."""
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        origin = getattr(loaded, "__file__", None)
+        return Path(origin).resolve() if origin else None
+    if name in sys.builtin_module_names:
         return None
-    if spec is None or spec.origin is None or spec.origin in ("built-in", "frozen"):
+    path: list[str] | None = None
+    spec = None
+    parts = name.split(".")
+    for i in range(len(parts)):
+        prefix = ".".join(parts[: i + 1])
+        mod = sys.modules.get(prefix)
+        if mod is not None and i < len(parts) - 1:
+            path = list(getattr(mod, "__path__", []) or [])
+            continue
+        spec = importlib.machinery.PathFinder.find_spec(prefix, path)
+        if spec is None:
+            return None
+        path = list(spec.submodule_search_locations or [])
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
         return None
     return Path(spec.origin).resolve()
 

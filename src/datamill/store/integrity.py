@@ -67,6 +67,12 @@ def checked_meta(part: Part) -> dict[str, Any]:
             raise TypeError("not an object")
     except (orjson.JSONDecodeError, TypeError):
         raise PartDamaged(f"{part.meta_path}: damaged: the meta is not valid JSON; {_FIX}") from None
+    types = {"bytes": int, "records": int, HASH_FIELD: str, META_HASH_FIELD: str, "slots_failed": list, "range": list}
+    bad = next((k for k, t in types.items() if k in meta and not isinstance(meta[k], t)), None)
+    if bad is not None:
+        raise PartDamaged(
+            f"{part.meta_path}: damaged: {bad} is {type(meta[bad]).__name__}, not {types[bad].__name__}; {_FIX}"
+        )
     if META_HASH_FIELD in meta and seal(meta)[META_HASH_FIELD] != meta[META_HASH_FIELD]:
         raise PartDamaged(f"{part.meta_path}: damaged: the meta was edited (its hash does not match); {_FIX}")
     if meta.get("range") != [part.start, part.end]:

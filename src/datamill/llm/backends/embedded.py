@@ -88,7 +88,7 @@ class ModelProcess:
     def _read(self) -> tuple[bytes, bytes]:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        if not line:
+        if not line.endswith(b"\n"):  # EOF, or a line cut short by a dying child
             return b"", b""
         tag, _, body = line.rstrip(b"\n").partition(b" ")
         return tag, body
@@ -102,6 +102,8 @@ class ModelProcess:
         if tag == b"ERR":
             err = orjson.loads(body)
             return BackendError(err["kind"], err["message"])
+        if tag:  # a line that breaks the protocol: the child is not to be trusted any more
+            self.proc.kill()
         code = self.proc.wait()
         return BackendError(
             "model_crashed",
@@ -160,7 +162,15 @@ class EmbeddedBackend:
         if self._dead is not None:
             raise BackendError(self._dead.kind, str(self._dead))
         if self._proc is None or not self._proc.alive:
-            self._proc = ModelProcess(self._path, self.n_ctx, self.threads)
+            if self._proc is not None:
+                self._proc.close()  # died between requests: its pipes and stderr file go too
+                self._proc = None
+            try:
+                self._proc = ModelProcess(self._path, self.n_ctx, self.threads)
+            except BackendError as exc:
+                if exc.kind == "load_failed":  # a model that cannot load will not load next time
+                    self._dead = exc
+                raise
         return self._proc
 
     def _call(self, request: dict[str, Any], expect: bytes) -> bytes:
