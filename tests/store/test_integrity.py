@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from datamill.store.integrity import seal
 from helpers import cli_env, llm_recipe
 
 RECIPE = """
@@ -204,11 +205,17 @@ def test_a_meta_with_wrong_types_is_one_line_not_a_traceback(
     shutil.copytree(base_runs["jsonl"][1], run)
     meta = run / "parts" / (SECOND + ".meta.json")
     m = orjson.loads(meta.read_bytes())
-    m.pop("meta_hash")
     m["bytes"] = "5"
-    meta.write_bytes(orjson.dumps(m))
+    meta.write_bytes(orjson.dumps(seal(m)))  # even re-sealed: a meta of the wrong shape is damage
     for verb in ("cat", "status", "fsck"):
         res = datamill(verb, str(run))
         assert "Traceback" not in res.stderr, res.stderr
         assert res.returncode == (0 if verb == "status" else 1), (verb, res.stdout, res.stderr)
     assert "bytes is str" in _one_error(datamill("cat", str(run)))
+    # A meta stripped of its size and hashes is not taken for an old-format one: the manifest
+    # says this run dir seals its metas.
+    for key in ("meta_hash", "xxh3_128", "bytes"):
+        m.pop(key)
+    meta.write_bytes(orjson.dumps(m))
+    line = _one_error(datamill("cat", str(run)))
+    assert "the meta lacks bytes, xxh3_128, meta_hash" in line, line

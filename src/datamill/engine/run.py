@@ -35,7 +35,7 @@ from datamill.recipe.check import column_model
 from datamill.recipe.model import LLMColumn
 from datamill.recipe.trust import touches
 from datamill.store.integrity import quick_check
-from datamill.store.rundir import RunDir, utc_now
+from datamill.store.rundir import PART_INTEGRITY, RunDir, utc_now
 
 # Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
 FAILED_SHOWN = 5
@@ -145,6 +145,7 @@ def manifest_for(loaded: LoadedRecipe, plan: Plan, recipe_text: str) -> dict[str
         "recipe": loaded.recipe.model_dump(mode="json"),
         "recipe_text": recipe_text,
         "plan": plan.summary(),
+        "part_integrity": PART_INTEGRITY,
         "touches": touches(loaded),
         "created": utc_now(),
     }

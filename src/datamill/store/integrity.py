@@ -67,6 +67,9 @@ def checked_meta(part: Part) -> dict[str, Any]:
             raise TypeError("not an object")
     except (orjson.JSONDecodeError, TypeError):
         raise PartDamaged(f"{part.meta_path}: damaged: the meta is not valid JSON; {_FIX}") from None
+    missing = [k for k in ("bytes", HASH_FIELD, META_HASH_FIELD) if k not in meta] if part.sealed else []
+    if missing:
+        raise PartDamaged(f"{part.meta_path}: damaged: the meta lacks {', '.join(missing)}; {_FIX}")
     types = {"bytes": int, "records": int, HASH_FIELD: str, META_HASH_FIELD: str, "slots_failed": list, "range": list}
     bad = next((k for k, t in types.items() if k in meta and not isinstance(meta[k], t)), None)
     if bad is not None:

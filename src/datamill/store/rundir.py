@@ -28,6 +28,7 @@ from datamill.errors import InputError
 from datamill.store import atomic
 
 MANIFEST = "manifest.json"
+PART_INTEGRITY = "xxh3_128+meta_hash"  # what a manifest promises about its parts' metas
 PART_RE = re.compile(r"^part-(\d+)-(\d+)(\.jsonl|\.jsonl\.zst|\.parquet)$")
 
 
@@ -47,6 +48,9 @@ class Part:
     start: int
     end: int
     path: Path
+    # The run dir's manifest promises sealed metas (size, content hash, meta hash): one without
+    # them is damaged, not an old-format meta (run dirs made before those fields existed are not).
+    sealed: bool = False
 
     @property
     def meta_path(self) -> Path:
@@ -94,10 +98,11 @@ class RunDir:
         if not self.parts_dir.is_dir():
             return []
         found = []
+        sealed = self.manifest_path.is_file() and self.manifest().get("part_integrity") == PART_INTEGRITY
         for entry in os.scandir(self.parts_dir):
             m = PART_RE.match(entry.name)
             if m:
-                found.append(Part(int(m.group(1)), int(m.group(2)), Path(entry.path)))
+                found.append(Part(int(m.group(1)), int(m.group(2)), Path(entry.path), sealed))
         found.sort(key=lambda p: (p.start, p.end))
         return found
 
