@@ -1,6 +1,6 @@
 # Quick start: `make demo` runs the main job on the embedded defaults; `make test` runs the tests.
 # Both create the virtualenv in .venv and install what they need on first use (the first install
-# builds llama-cpp-python for the embedded model from source: about 4 minutes on 2 cores).
+# builds llama-cpp-python for the embedded model from source: about 5 minutes on 2 cores).
 
 PYTHON ?= python3
 VENV ?= .venv
