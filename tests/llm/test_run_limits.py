@@ -117,3 +117,25 @@ def test_request_budget(fake_server, tmp_path: Path) -> None:
     assert srv.stats()["requests"] <= 70
     assert datamill("run", str(recipe), "--out", str(out), "--workers", "2").returncode == 1
     assert srv.stats()["requests"] <= 70  # across invocations
+
+
+def test_budget_holds_for_shards_run_at_the_same_time_into_one_dir(fake_server, tmp_path: Path) -> None:
+    srv = fake_server("--latency-ms", "20")
+    recipe = tmp_path / "r.yaml"
+    # Small reservations (8 completion tokens, 2 in flight): each shard alone would spend most of
+    # the budget, so two shards that did not share it would pass it.
+    column = '{llm: {prompt: "Write one sentence about topic {{ topic }}", max_tokens: 8}}'
+    model = {**PRICED, "max_cost_usd": 0.8, "concurrency": 2}
+    recipe.write_text(llm_recipe(srv.base_url, size=2000, part_size=100, model=model, column=column))
+    out = tmp_path / "run"
+    env = cli_env() | {"DATAMILL_API_KEY": "sk-test"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(out), "--num-shards", "2",
+                          "--shard-index", str(s), "--workers", "1", "--progress", "none"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for s in (0, 1)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], outs
+    assert all("cost budget spent" in o for o, _ in outs), outs
+    assert 0 < server_cost(srv) <= 0.8, srv.stats()  # one budget for both shards, not 2 x 0.8

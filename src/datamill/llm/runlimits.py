@@ -17,12 +17,14 @@ holds across every invocation of one run dir, whatever was killed when.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import multiprocessing as mp
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,10 @@ import orjson
 
 from datamill.llm.types import BudgetExceeded
 
-FIELDS = 10
-SPENT_COST, RESERVED_COST, SPENT_TOKENS, RESERVED_TOKENS, REQUESTS, IN_FLIGHT, RPM, RPM_AT, TPM, TPM_AT = range(FIELDS)
+FIELDS = 11
+SPENT_COST, RESERVED_COST, SPENT_TOKENS, RESERVED_TOKENS, REQUESTS, IN_FLIGHT, RPM, RPM_AT, TPM, TPM_AT, LEDGER_AT = (
+    range(FIELDS)
+)
 MESSAGE_ALLOWANCE = 8  # chat-template tokens per message, an upper bound for common templates
 POLL_S = 0.002
 
@@ -43,6 +47,7 @@ class RunLimits:
     def __init__(self, n: int, shared: bool = True) -> None:
         self.n = max(1, n)
         self.unsettled: dict[str, float] = {}  # model -> USD of reservations a kill left open
+        self.invocation = uuid.uuid4().hex[:12]  # tags this invocation's ledger lines
         if shared:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             # A raw array and a lock of our own: reads that need no lock never wait for one (a
@@ -80,8 +85,12 @@ class RunLimits:
         if not path.is_file():
             return
         open_res: dict[str, tuple[str, float, float]] = {}
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]  # a line still being written is read by the next sync
         with self._lock:
-            for raw in path.read_bytes().splitlines():
+            for index in slots.values():
+                self._a[index * FIELDS + LEDGER_AT] = float(len(data))
+            for raw in data.splitlines():
                 try:
                     ev = orjson.loads(raw)
                 except orjson.JSONDecodeError:
@@ -142,7 +151,8 @@ class ModelLimits:
             return None
         tokens, cost = self.bound(payload)
         spec, a, b = self.spec, self._l._a, self._base
-        with self._l._lock:
+        with self._ledger_lock(), self._l._lock:
+            self._sync()
             if spec.max_requests is not None and a[b + REQUESTS] + 1 > spec.max_requests:
                 raise BudgetExceeded(
                     f"request budget spent: {int(a[b + REQUESTS]):,} of max_requests {spec.max_requests:,}"
@@ -160,8 +170,9 @@ class ModelLimits:
             a[b + REQUESTS] += 1
             a[b + RESERVED_TOKENS] += tokens
             a[b + RESERVED_COST] += cost
-        res = Reservation(uuid.uuid4().hex[:16], cost, tokens)
-        self._write({"model": self.key, "reserve": res.id, "cost": cost, "tokens": tokens})
+            res = Reservation(uuid.uuid4().hex[:16], cost, tokens)
+            self._write({"model": self.key, "inv": self._l.invocation, "reserve": res.id, "cost": cost,
+                         "tokens": tokens})  # fmt: skip
         return res
 
     def settle(self, res: Reservation | None, cost: float | None, tokens: float | None) -> None:
@@ -171,12 +182,60 @@ class ModelLimits:
         cost = res.cost if cost is None else cost
         tokens = res.tokens if tokens is None else tokens
         a, b = self._l._a, self._base
-        with self._l._lock:
+        with self._ledger_lock(), self._l._lock:
+            self._sync()
             a[b + RESERVED_COST] -= res.cost
             a[b + RESERVED_TOKENS] -= res.tokens
             a[b + SPENT_COST] += cost
             a[b + SPENT_TOKENS] += tokens
-        self._write({"model": self.key, "settle": res.id, "cost": cost, "tokens": tokens})
+            self._write({"model": self.key, "inv": self._l.invocation, "settle": res.id, "cost": cost,
+                         "tokens": tokens, "res_cost": res.cost, "res_tokens": res.tokens})  # fmt: skip
+
+    @contextlib.contextmanager
+    def _ledger_lock(self) -> Iterator[None]:
+        """The ledger's file lock: every invocation on this run dir (shards run at the same time
+        into one dir) checks and records reservations one at a time."""
+        if self._ledger is None:
+            yield
+            return
+        fd = os.open(self._ledger, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _sync(self) -> None:
+        """Apply what other invocations appended to the ledger since this invocation last looked
+        (its own lines are already counted). Called holding both locks."""
+        if self._ledger is None:
+            return
+        a, b = self._l._a, self._base
+        start = int(a[b + LEDGER_AT])
+        try:
+            with open(self._ledger, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        data = data[: data.rfind(b"\n") + 1]
+        a[b + LEDGER_AT] = float(start + len(data))
+        for raw in data.splitlines():
+            try:
+                ev = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if ev.get("inv") == self._l.invocation or ev.get("model") != self.key:
+                continue
+            if "reserve" in ev:
+                a[b + REQUESTS] += 1
+                a[b + RESERVED_COST] += float(ev["cost"])
+                a[b + RESERVED_TOKENS] += float(ev["tokens"])
+            elif "settle" in ev and "res_cost" in ev:
+                a[b + RESERVED_COST] -= float(ev["res_cost"])
+                a[b + RESERVED_TOKENS] -= float(ev["res_tokens"])
+                a[b + SPENT_COST] += float(ev["cost"])
+                a[b + SPENT_TOKENS] += float(ev["tokens"])
 
     def _write(self, event: dict[str, Any]) -> None:
         if self._ledger is None:
