@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from datamill.cli.common import Parser, non_negative, positive
+from datamill.cli.common import Parser, non_negative, positive, write_json
 from datamill.errors import UsageError
 
 
@@ -26,8 +23,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r['records_per_s']:>10,.0f} records/s  peak RSS {r['peak_rss_mb']:.0f} MB"
         )
     print(f"  ratio datamill/bare: {result['ratio']}")
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_json(args.json, result)
     return 0 if result["same_records"] else 1
 
 
@@ -58,8 +54,7 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
 
     result = run_llm_bench(args.n, args.concurrency, args.latency_ms, repeat=args.repeat)
     print_llm_bench(result)
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_json(args.json, result)
     return 0
 
 
@@ -104,8 +99,7 @@ def cmd_bench_read(args: argparse.Namespace) -> int:
         f"  ratio cat checked/unchecked: {r['ratio_cat_checked_vs_unchecked']:.3f}, checked/bare: "
         f"{r['ratio_cat_checked_vs_bare']:.3f}; parse checked/unchecked: {r['ratio_parse_checked_vs_unchecked']:.3f}"
     )
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    write_json(args.json, r)
     return 0
 
 
@@ -118,8 +112,7 @@ def cmd_bench_templates(args: argparse.Namespace) -> int:
         x = r[label]
         print(f"  {label:<9} {x['seconds']:>7.2f}s  {x['records_per_s']:>9,.0f} records/s")
     print(f"  ratio sandboxed/plain: {r['ratio']:.3f} (time; lower is better)")
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    write_json(args.json, r)
     return 0
 
 
@@ -128,8 +121,7 @@ def cmd_bench_embedded(args: argparse.Namespace) -> int:
 
     result = run_embedded_bench(args.n, args.max_tokens, args.threads)
     print_embedded_bench(result)
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_json(args.json, result)
     return 0
 
 

@@ -23,7 +23,7 @@ from datamill.columns.base import Column, SlotState
 from datamill.llm.backends.base import Backend
 from datamill.llm.cache import ResponseCache
 from datamill.llm.client import LLMClient, LLMFailed
-from datamill.llm.runlimits import RunLimits, model_key, model_slots
+from datamill.llm.runlimits import RunLimits, model_key
 from datamill.llm.structured import (
     Parsed,
     SchemaCheck,
@@ -104,11 +104,21 @@ def make_backend(spec: ModelSpec, workers: int = 1) -> tuple[Backend, str | None
     return EmbeddedBackend(spec.model, n_ctx=spec.n_ctx, threads=spec.threads or default_threads(workers)), None
 
 
-def recipe_model_slots(recipe: Any) -> dict[str, int]:
-    """Each distinct model block of a recipe's LLM columns and its index in the run-wide limits."""
+def model_specs(recipe: Any) -> dict[str, ModelSpec]:
+    """The model block of each distinct model among a recipe's LLM columns, in column order."""
     from datamill.recipe.check import column_model
 
-    return model_slots(column_model(recipe, c) for c in recipe.columns.values() if isinstance(c, LLMColumn))
+    specs: dict[str, ModelSpec] = {}
+    for col in recipe.columns.values():
+        if isinstance(col, LLMColumn):
+            spec = column_model(recipe, col)
+            specs.setdefault(model_key(spec), spec)
+    return specs
+
+
+def recipe_model_slots(recipe: Any) -> dict[str, int]:
+    """Each distinct model of a recipe's LLM columns and its index in the run-wide limits."""
+    return {key: i for i, key in enumerate(model_specs(recipe))}
 
 
 def _rank(mode: str) -> int:

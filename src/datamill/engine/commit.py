@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,8 +22,8 @@ from datamill.engine.plan import Plan, SlotRange
 from datamill.engine.slots import SlotRunner
 from datamill.seeds import parse_sample_id
 from datamill.store import atomic
-from datamill.store.formats import dumps_line, open_sink, suffix
-from datamill.store.integrity import HASH_FIELD, hash_file, lines_of, read_part, seal
+from datamill.store.formats import dumps_line, suffix
+from datamill.store.integrity import HASH_FIELD, PartWriter, lines_of, part_writer, read_part
 from datamill.store.rundir import Part, RunDir, part_stem
 
 
@@ -41,18 +42,23 @@ class PartResult:
     content_hash: str = ""
 
     def meta(self) -> dict[str, Any]:
-        return seal(
-            {
-                "range": [self.start, self.end],
-                "records": self.records,
-                "slots_done": self.slots_done,
-                "slots_failed": self.failed,
-                "dropped": self.dropped,
-                "bytes": self.bytes,
-                HASH_FIELD: self.content_hash,
-                "seconds": round(self.seconds, 3),
-            }
-        )
+        """The part's meta; its size and hashes are filled in when the part is published."""
+        return {
+            "range": [self.start, self.end],
+            "records": self.records,
+            "slots_done": self.slots_done,
+            "slots_failed": self.failed,
+            "dropped": self.dropped,
+            "bytes": self.bytes,
+            HASH_FIELD: self.content_hash,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def published(self, writer: PartWriter, meta_path: Path) -> PartResult:
+        """Publish ``writer``'s part with this meta; the size and hash it records are kept here too."""
+        sealed = writer.publish(meta_path, self.meta())
+        self.bytes, self.content_hash = sealed["bytes"], sealed[HASH_FIELD]
+        return self
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> PartResult:
@@ -105,39 +111,27 @@ def run_range(
     final = run_dir.parts_dir / (stem + suffix(out.format, out.compression))
     result = PartResult(rng.start, rng.end)
     dropped: Counter[str] = Counter()
-    tmp = atomic.temp_path(final)
-    try:
-        with open(tmp, "wb") as f:
-            sink = open_sink(f, out.format, out.compression)
-            step = runner.batch_slots
-            for lo in range(rng.start, rng.end, step):
-                slots = range(lo, min(rng.end, lo + step))
-                n_rec = 0
-                for outcome in runner.run(slots):
-                    if outcome.failed is not None:
-                        result.failed.append({"slot": outcome.slot, "reason": outcome.failed})
-                        continue
-                    result.slots_done += 1
-                    if outcome.dropped is not None:
-                        dropped[outcome.dropped] += 1
-                    for rec in outcome.records:
-                        sink.write(dumps_line(rec), rec)
-                    n_rec += len(outcome.records)
-                result.records += n_rec
-                if on_slots is not None:
-                    on_slots(len(slots), n_rec)
-            sink.close()
-            f.flush()
-            os.fsync(f.fileno())
-            result.bytes = f.tell()
-        result.content_hash = hash_file(tmp)  # from the page cache: the bytes just written
+    with part_writer(final, out.format, out.compression) as writer:
+        step = runner.batch_slots
+        for lo in range(rng.start, rng.end, step):
+            slots = range(lo, min(rng.end, lo + step))
+            n_rec = 0
+            for outcome in runner.run(slots):
+                if outcome.failed is not None:
+                    result.failed.append({"slot": outcome.slot, "reason": outcome.failed})
+                    continue
+                result.slots_done += 1
+                if outcome.dropped is not None:
+                    dropped[outcome.dropped] += 1
+                for rec in outcome.records:
+                    writer.write(dumps_line(rec), rec)
+                n_rec += len(outcome.records)
+            result.records += n_rec
+            if on_slots is not None:
+                on_slots(len(slots), n_rec)
         result.dropped = dict(sorted(dropped.items()))
         result.seconds = time.perf_counter() - t0
-        atomic.write_bytes(final.with_name(stem + ".meta.json"), orjson.dumps(result.meta()))
-        atomic.publish(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return result
+        return result.published(writer, final.with_name(stem + ".meta.json"))
 
 
 def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[PartResult]:
@@ -174,35 +168,24 @@ def retry_failed(runner: SlotRunner, run_dir: RunDir, part: Part) -> PartResult 
         kept.setdefault(slot, []).append(line)
     outcomes = {o.slot: o for o in runner.run(failed)}
     result = PartResult(part.start, part.end, slots_done=meta["slots_done"], dropped=dict(meta["dropped"]))
-    tmp = atomic.temp_path(part.path)
-    try:
-        with open(tmp, "wb") as f:
-            sink = open_sink(f, fmt, compression)
-            for slot in range(part.start, part.end):
-                lines = kept.get(slot)
-                if lines is None and slot in outcomes:
-                    o = outcomes[slot]
-                    if o.failed is not None:
-                        result.failed.append({"slot": slot, "reason": o.failed})
-                        continue
-                    result.slots_done += 1
-                    if o.dropped is not None:
-                        result.dropped[o.dropped] = result.dropped.get(o.dropped, 0) + 1
-                    lines = [dumps_line(rec) for rec in o.records]
-                for line in lines or []:
-                    sink.write(line, orjson.loads(line) if fmt == "parquet" else {})
-                    result.records += 1
-            sink.close()
-            f.flush()
-            os.fsync(f.fileno())
-            result.bytes = f.tell()
-        result.content_hash = hash_file(tmp)
+    with part_writer(part.path, fmt, compression) as writer:
+        for slot in range(part.start, part.end):
+            lines = kept.get(slot)
+            if lines is None and slot in outcomes:
+                o = outcomes[slot]
+                if o.failed is not None:
+                    result.failed.append({"slot": slot, "reason": o.failed})
+                    continue
+                result.slots_done += 1
+                if o.dropped is not None:
+                    result.dropped[o.dropped] = result.dropped.get(o.dropped, 0) + 1
+                lines = [dumps_line(rec) for rec in o.records]
+            for line in lines or []:
+                writer.write(line, orjson.loads(line) if fmt == "parquet" else {})
+        result.records = writer.records
         result.dropped = dict(sorted(result.dropped.items()))
         result.seconds = meta.get("seconds", 0.0) + time.perf_counter() - t0
-        # The meta first, then the data: a kill between the two leaves a part whose hash no longer
-        # matches its meta, which every reader refuses and `datamill fsck --repair` heals.
-        atomic.write_bytes(part.meta_path, orjson.dumps(result.meta()))
-        atomic.publish(tmp, part.path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        # The meta is published before the data: a kill between the two leaves a part whose hash no
+        # longer matches its meta, which every reader refuses and `datamill fsck --repair` heals.
+        result.published(writer, part.meta_path)
     return result

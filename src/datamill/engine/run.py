@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import datamill
-from datamill.columns.llm import preflight, recipe_model_slots
+from datamill.columns.llm import model_specs, preflight, recipe_model_slots
 from datamill.engine.commit import PartResult, committed_results, pending_ranges, remove_stale_temps
 from datamill.engine.commit import retry_failed as retry_failed_part
 from datamill.engine.executors import Executor, LocalExecutor, RangeJob
@@ -28,7 +28,7 @@ from datamill.engine.executors import base as executors_base
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
 from datamill.errors import DataError, InputError, RunDirError, UsageError
-from datamill.llm.runlimits import RunLimits, budget_report, model_key
+from datamill.llm.runlimits import RunLimits, budget_report
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.check import column_model
@@ -117,16 +117,6 @@ def _retry_failed(job: RangeJob, run_dir: RunDir, bounds: Any, results: list[Par
                 run_dir.log_event("slot_failed", slot=f["slot"], reason=f["reason"])
     finally:
         job.close()
-
-
-def model_specs(recipe: Any) -> dict[str, Any]:
-    """The model block of each distinct model key among the recipe's LLM columns."""
-    specs: dict[str, Any] = {}
-    for col in recipe.columns.values():
-        if isinstance(col, LLMColumn):
-            spec = column_model(recipe, col)
-            specs.setdefault(model_key(spec), spec)
-    return specs
 
 
 def check_shards(num_shards: int, shard_index: int) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,25 +52,9 @@ def _ts(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _running(rd: RunDir) -> list[str]:
-    out: list[str] = []
-    if not rd.logs_dir.is_dir():
-        return out
-    for p in sorted(rd.logs_dir.glob("shard-*.lock")):
-        fd = os.open(p, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            out.append(p.stem)
-        finally:
-            os.close(fd)
-    return out
-
-
 def _budget(rd: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Spent (settled, plus reservations a kill left open), reserved now and remaining, per model."""
-    from datamill.columns.llm import recipe_model_slots
-    from datamill.engine.run import model_specs
+    from datamill.columns.llm import model_specs, recipe_model_slots
     from datamill.llm.runlimits import RunLimits, budget_report
     from datamill.recipe.model import Recipe
 
@@ -101,7 +83,7 @@ def run_status(path: str | Path) -> Status:
     results = [PartResult.from_meta(checked_meta(p)) for p in healthy]
     summary = RunSummary(manifest["recipe_name"], manifest["recipe_hash"], 1, 0, slots_total=slots)
     summarize(summary, results)
-    status = Status(summary, parts=len(results), running_shards=_running(rd), damaged=damaged)
+    status = Status(summary, parts=len(results), running_shards=rd.running_shards(), damaged=damaged)
     status.missing = expected_gaps(rd, healthy)
     status.budget = _budget(rd, manifest)
     reasons: Counter[str] = Counter()

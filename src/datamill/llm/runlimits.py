@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,14 +295,6 @@ def model_key(spec: Any) -> str:
     """The model a limit belongs to: backend and model name. Not the server address, which is
     operational (a run may resume against another address of the same model, and its spend with it)."""
     return f"{spec.backend}|{spec.model or ''}"
-
-
-def model_slots(specs: Iterable[Any]) -> dict[str, int]:
-    """Each distinct model block's index, in the order given (the recipe's column order)."""
-    slots: dict[str, int] = {}
-    for spec in specs:
-        slots.setdefault(model_key(spec), len(slots))
-    return slots
 
 
 def budget_report(specs: dict[str, Any], slots: dict[str, int], limits: RunLimits) -> list[dict[str, Any]]:

@@ -95,26 +95,29 @@ def open_sink(f: IO[bytes], fmt: str, compression: str) -> Sink:
     return JsonlSink(f, compression)
 
 
+def read_lines(stream: IO[bytes], name: str) -> Iterator[bytes]:
+    """JSONL lines of one part's bytes (a file or a buffer), by the format its ``name`` says."""
+    if name.endswith(".jsonl"):
+        yield from stream
+    elif name.endswith(".jsonl.zst"):
+        import zstandard
+
+        with zstandard.ZstdDecompressor().stream_reader(stream) as z:
+            yield from io.BufferedReader(z)  # type: ignore[arg-type]
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(stream).iter_batches():
+            for rec in batch.to_pylist():
+                yield dumps_line(rec)
+    else:
+        raise InputError(f"{name}: not a part file (.jsonl, .jsonl.zst or .parquet)")
+
+
 def iter_lines(path: Path) -> Iterator[bytes]:
     """JSONL lines of one part file, whatever its format."""
-    name = path.name
     try:
-        if name.endswith(".jsonl"):
-            with open(path, "rb") as f:
-                yield from f
-        elif name.endswith(".jsonl.zst"):
-            import zstandard
-
-            with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as z:
-                yield from io.BufferedReader(z)  # type: ignore[arg-type]
-        elif name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            pf = pq.ParquetFile(path)
-            for batch in pf.iter_batches():
-                for rec in batch.to_pylist():
-                    yield dumps_line(rec)
-        else:
-            raise InputError(f"{path}: not a part file (.jsonl, .jsonl.zst or .parquet)")
+        with open(path, "rb") as f:
+            yield from read_lines(f, str(path))
     except OSError as exc:
         raise InputError(f"{path}: cannot read part: {exc}") from exc

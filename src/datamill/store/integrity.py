@@ -15,7 +15,7 @@ and nothing of a damaged part is ever passed on.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import io
 import os
 from collections.abc import Iterator
@@ -27,6 +27,8 @@ import orjson
 import xxhash
 
 from datamill.errors import DataError, InputError, RunDirError
+from datamill.store import atomic
+from datamill.store.formats import read_lines
 from datamill.store.rundir import PART_RE, Part, RunDir, part_stem
 
 HASH_FIELD = "xxh3_128"
@@ -44,6 +46,52 @@ def hash_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+class PartWriter:
+    """One part file being written: records go through the format's sink into a temporary file;
+    :meth:`publish` fsyncs it, records its size and content hash in the sealed meta, publishes
+    the meta, then renames the data into place (a part exists completely or not at all).
+    Use it through :func:`part_writer`, which removes the temporary file whatever happens."""
+
+    def __init__(self, final: Path, fmt: str, compression: str) -> None:
+        from datamill.store.formats import open_sink
+
+        self.final = final
+        self.tmp = atomic.temp_path(final)
+        self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed by publish() or discard()
+        self._sink = open_sink(self._f, fmt, compression)
+        self.records = 0
+
+    def write(self, line: bytes, record: dict[str, Any]) -> None:
+        self._sink.write(line, record)
+        self.records += 1
+
+    def publish(self, meta_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        """Commit the part with ``meta`` (its size, hash and meta hash filled in); returns that meta."""
+        self._sink.close()
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        size = self._f.tell()
+        self._f.close()
+        sealed = seal({**meta, "bytes": size, HASH_FIELD: hash_file(self.tmp)})  # from the page cache
+        atomic.write_bytes(meta_path, orjson.dumps(sealed))
+        atomic.publish(self.tmp, self.final)
+        return sealed
+
+    def discard(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def part_writer(final: Path, fmt: str, compression: str) -> Iterator[PartWriter]:
+    writer = PartWriter(final, fmt, compression)
+    try:
+        yield writer
+    finally:
+        writer.discard()
 
 
 def seal(meta: dict[str, Any]) -> dict[str, Any]:
@@ -113,31 +161,11 @@ def read_part(part: Part, verify_hash: bool = True) -> tuple[bytes, dict[str, An
 
 def lines_of(part: Part, data: bytes, meta: dict[str, Any] | None = None) -> Iterator[bytes]:
     """JSONL lines of a part's (checked) bytes, whatever its format; the count is checked too."""
-    from datamill.store.formats import dumps_line
-
-    name = part.path.name
     n = 0
     try:
-        if name.endswith(".jsonl"):
-            for line in io.BytesIO(data):
-                n += 1
-                yield line
-        elif name.endswith(".jsonl.zst"):
-            import zstandard
-
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as z:
-                for line in io.BufferedReader(z):  # type: ignore[arg-type]
-                    n += 1
-                    yield line
-        elif name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches():
-                for rec in batch.to_pylist():
-                    n += 1
-                    yield dumps_line(rec)
-        else:
-            raise InputError(f"{part.path}: not a part file (.jsonl, .jsonl.zst or .parquet)")
+        for line in read_lines(io.BytesIO(data), str(part.path)):
+            n += 1
+            yield line
     except (InputError, GeneratorExit):
         raise
     except Exception as exc:  # zstd, Arrow: whatever a damaged file makes them raise
@@ -175,19 +203,6 @@ class FsckReport:
         return not self.damaged and not self.orphan_metas
 
 
-def _locked(rd: RunDir) -> bool:
-    for p in rd.logs_dir.glob("shard-*.lock"):
-        fd = os.open(p, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-    return False
-
-
 def _quarantine(rd: RunDir, path: Path) -> Path:
     qdir = rd.path / "quarantine"
     qdir.mkdir(exist_ok=True)
@@ -206,7 +221,7 @@ def fsck(path: str | Path, repair: bool = False) -> FsckReport:
 
     rd = RunDir(path)
     manifest = rd.manifest()  # refuses a dir that is not a run dir
-    if repair and _locked(rd):
+    if repair and rd.running_shards():
         raise RunDirError(f"{rd.path}: a run is writing this dir; stop it before `fsck --repair`")
     report = FsckReport(planned=int(manifest["plan"]["slots"]))
     parts = rd.parts()

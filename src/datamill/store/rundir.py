@@ -106,6 +106,23 @@ class RunDir:
         found.sort(key=lambda p: (p.start, p.end))
         return found
 
+    def running_shards(self) -> list[str]:
+        """The shard locks (``logs/shard-S-of-N.lock``) a live process holds now."""
+        import fcntl
+
+        held: list[str] = []
+        if not self.logs_dir.is_dir():
+            return held
+        for p in sorted(self.logs_dir.glob("shard-*.lock")):
+            fd = os.open(p, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(p.stem)
+            finally:
+                os.close(fd)  # closing releases a lock taken here
+        return held
+
     def log_event(self, event: str, **fields: Any) -> None:
         """Append one event line to ``logs/run.jsonl`` (one write, so lines never interleave)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ and the slots left rejected.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,8 @@ from datamill.quality.dedup.minhash import MinHash
 from datamill.quality.dedup.structural import Structural
 from datamill.seeds import parse_sample_id
 from datamill.store import RunDir, atomic
-from datamill.store.formats import dumps_line, open_sink
-from datamill.store.integrity import HASH_FIELD, checked_meta, hash_file, part_lines, seal
+from datamill.store.formats import dumps_line
+from datamill.store.integrity import checked_meta, part_lines, part_writer
 
 METHODS = ("exact", "structural", "minhash", "semantic")
 ID_FIELDS = frozenset({"sample_id", "trace_id"})
@@ -182,25 +181,11 @@ def _rewrite(
     for part in parts:
         if not any(part.start <= s < part.end for s in changed):
             continue
-        tmp = atomic.temp_path(part.path)
-        n = 0
-        try:
-            with open(tmp, "wb") as f:
-                sink = open_sink(f, out["format"], out["compression"])
-                for slot in range(part.start, part.end):
-                    for rec in by_slot.get(slot, []):
-                        sink.write(dumps_line(rec), rec)
-                        n += 1
-                sink.close()
-                f.flush()
-                os.fsync(f.fileno())
-                size = f.tell()
+        with part_writer(part.path, out["format"], out["compression"]) as writer:
+            for slot in range(part.start, part.end):
+                for rec in by_slot.get(slot, []):
+                    writer.write(dumps_line(rec), rec)
             meta = checked_meta(part)
-            meta["records"] = n
-            meta["bytes"] = size
-            meta[HASH_FIELD] = hash_file(tmp)
+            meta["records"] = writer.records
             meta["dedup_attempts"] = {str(s): a for s, a in sorted(changed.items()) if part.start <= s < part.end}
-            atomic.write_bytes(part.meta_path, orjson.dumps(seal(meta)))
-            atomic.publish(tmp, part.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            writer.publish(part.meta_path, meta)
