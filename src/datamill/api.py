@@ -39,6 +39,8 @@ __all__ = [
     "golden_create",
     "golden_run",
     "load_recipe",
+    "map",
+    "map_recipe",
     "merge",
     "plan",
     "read",
@@ -84,9 +86,15 @@ class Recipe:
         return self.loaded.recipe
 
     def with_overrides(
-        self, *, size: int | None = None, seed: int | None = None, params: dict[str, Any] | None = None
+        self,
+        *,
+        size: int | None = None,
+        seed: int | None = None,
+        params: dict[str, Any] | None = None,
+        on_bad_row: str | None = None,
     ) -> Recipe:
-        return Recipe(self.loaded.with_overrides(size=size, seed=seed, params=params or {}), self.text)
+        loaded = self.loaded.with_overrides(size=size, seed=seed, params=params or {}, on_bad_row=on_bad_row)
+        return Recipe(loaded, self.text)
 
 
 def builtin_recipes() -> dict[str, str]:
@@ -113,6 +121,7 @@ def load_recipe(
     seed: int | None = None,
     params: dict[str, Any] | None = None,
     base_dir: str | Path | None = None,
+    on_bad_row: str | None = None,
 ) -> Recipe:
     """A recipe from a YAML file, a built-in name, YAML text, a dict or the pydantic model.
 
@@ -148,7 +157,7 @@ def load_recipe(
     else:
         kind = type(source).__name__
         raise UsageError(f"load_recipe: expected a path, YAML text, a dict or a Recipe model, got {kind}")
-    return Recipe(loaded.with_overrides(size=size, seed=seed, params=dict(params or {})), text)
+    return Recipe(loaded.with_overrides(size=size, seed=seed, params=dict(params or {}), on_bad_row=on_bad_row), text)
 
 
 def _recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
@@ -273,6 +282,82 @@ def run(
                                  rounds=spec.rounds)  # fmt: skip
     result.telemetry = telemetry(out, write=True)
     return result
+
+
+def map_recipe(
+    source: str | Path,
+    prompt: str,
+    column: str,
+    *,
+    key: str | None = None,
+    format: str = "auto",
+    schema: dict[str, Any] | str | Path | None = None,
+    system: str | None = None,
+    model: dict[str, Any] | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    pack: int | None = None,
+    part_size: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    on_bad_row: str | None = None,
+) -> Recipe:
+    """The recipe of a one-off map: ``prompt`` asked once per row of ``source``, the answer in ``column``.
+
+    ``schema`` is a JSON schema (a dict, or a ``.json`` file, inlined so the recipe stands alone);
+    ``model`` is a model block (default: the embedded model).
+    """
+    llm: dict[str, Any] = {"prompt": prompt}
+    if system:
+        llm["system"] = system
+    if schema is not None:
+        if not isinstance(schema, dict):
+            try:
+                schema = orjson.loads(Path(schema).read_bytes())
+            except OSError as exc:
+                raise UsageError(f"--schema: cannot read {schema}: {exc.strerror}") from None
+            except orjson.JSONDecodeError as exc:
+                raise UsageError(f"--schema: {schema} is not JSON: {exc}") from None
+        llm["schema"] = schema
+    if max_tokens is not None:
+        llm["max_tokens"] = max_tokens
+    if temperature is not None:
+        llm["temperature"] = temperature
+    if pack is not None:
+        llm["pack"] = pack
+    src: dict[str, Any] = {"path": str(Path(source).resolve()), "format": format}
+    if key:
+        src["key"] = key
+    data: dict[str, Any] = {"name": "map", "seed": seed, "source": src, "columns": {column: {"llm": llm}}}
+    if model:
+        data["model"] = model
+    if part_size is not None:
+        data["output"] = {"part_size": part_size}
+    r = load_recipe(data, size=size, on_bad_row=on_bad_row)
+    return Recipe(r.loaded, _yaml_text(data))
+
+
+def map(
+    source: str | Path,
+    prompt: str,
+    column: str,
+    out: str | Path,
+    *,
+    workers: int | None = 1,
+    progress: bool | str = True,
+    retry_failed: bool = False,
+    **recipe: Any,
+) -> RunResult:
+    """Run :func:`map_recipe` into ``out`` (re-running the same call resumes) and keep the recipe
+    beside the run as ``out/map.yaml``, so ``datamill run out/map.yaml --out out`` resumes it too."""
+    r = map_recipe(source, prompt, column, **recipe)
+    try:
+        return run(r, out, workers=workers, progress=progress, retry_failed=retry_failed)
+    finally:
+        from datamill.store import RunDir, atomic
+
+        if RunDir(out).exists():
+            atomic.write_bytes(Path(out) / "map.yaml", r.text.encode())
 
 
 def status(run_dir: str | Path) -> Any:

@@ -14,6 +14,12 @@ def slot_seed(recipe_seed: int, slot: int, attempt: int = 0) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def key_seed(recipe_seed: int, key: str, attempt: int = 0) -> int:
+    """A keyed source row's randomness: like :func:`slot_seed`, from the row's key, not its place."""
+    digest = hashlib.blake2b(f"{recipe_seed}:key:{key}:{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
 def sub_seed(seed: int, label: str) -> int:
     """An independent 64-bit seed for one consumer (a column, a permutation) of ``seed``."""
     digest = hashlib.blake2b(f"{seed}:{label}".encode(), digest_size=8).digest()

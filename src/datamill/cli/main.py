@@ -17,6 +17,7 @@ from datamill import __version__, api
 from datamill.cli import bench, model, quality, run
 from datamill.cli.common import Parser, param_flags
 from datamill.errors import DatamillError, RecipeError
+from datamill.store.source import SourceError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "trust_code"):  # verbs that load a recipe: the config file's trust, and the flags
             api.trust(code=args.trust_code, hosts=args.trust_host or [])
         return int(args.fn(args))
-    except RecipeError as exc:
-        print(str(exc), file=sys.stderr)  # FILE:LINE:COL: field.path: message, like a compiler
+    except (RecipeError, SourceError) as exc:
+        print(str(exc), file=sys.stderr)  # FILE:LINE[:COL]: [field.path: ]message, like a compiler
         return exc.exit_code
     except DatamillError as exc:
         print(f"datamill: error: {exc}", file=sys.stderr)

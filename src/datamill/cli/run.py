@@ -25,7 +25,13 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> api.Recipe:
-    return api.load_recipe(args.recipe, size=args.size, seed=args.seed, params=dict(args.param or []))
+    return api.load_recipe(
+        args.recipe,
+        size=args.size,
+        seed=args.seed,
+        params=dict(args.param or []),
+        on_bad_row=getattr(args, "on_bad_row", None),
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -94,6 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         retry_failed=args.retry_failed,
     )
+    return print_result(result, args.out)
+
+
+def print_result(result: api.RunResult, out: str) -> int:
+    """What a run did, as lines; returns its exit code."""
     s = result.summary
     rate = s.new_records / s.seconds if s.seconds > 0 else 0.0
     print(
@@ -112,10 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for f in result.failures:
         print(f"failed slot {f['slot']}: {f['reason']}")
     if s.slots_failed > len(result.failures):
-        print(
-            f"... and {s.slots_failed - len(result.failures):,} more failed slots "
-            f"in {Path(args.out) / 'logs/run.jsonl'}"
-        )
+        print(f"... and {s.slots_failed - len(result.failures):,} more failed slots in {Path(out) / 'logs/run.jsonl'}")
     if result.dedup_waiting:
         print("dedup: waiting for the other shards (runs when every slot is done: `datamill dedup DIR`)")
     if result.dedup is not None:
@@ -128,8 +136,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {crash} (failed slots: {s.slots_failed:,}; committed parts are kept)", file=sys.stderr)
     if result.telemetry is not None:
         print_telemetry(result.telemetry)
-    print(f"out: {args.out}")
+    print(f"out: {out}")
     return result.exit_code
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    model: dict[str, Any] = {}
+    if args.model_base_url:
+        model = {"backend": "openai", "base_url": args.model_base_url, "model": args.model or "default"}
+        if args.api_key_env:
+            model["api_key_env"] = args.api_key_env
+    elif args.model:
+        model = {"model": args.model}  # a GGUF file for the embedded backend
+    for flag, name in (("concurrency", "concurrency"), ("rpm", "rpm"), ("tpm", "tpm"), ("timeout", "timeout_s")):
+        if getattr(args, flag) is not None:
+            model[name] = getattr(args, flag)
+    result = api.map(
+        args.input,
+        args.prompt,
+        args.column,
+        args.out,
+        key=args.key,
+        format=args.format,
+        schema=args.schema,
+        system=args.system,
+        model=model or None,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        pack=args.pack,
+        part_size=args.part_size,
+        size=args.size,
+        seed=args.seed,
+        on_bad_row=args.on_bad_row,
+        workers=args.workers,
+        progress=args.progress,
+        retry_failed=args.retry_failed,
+    )
+    return print_result(result, args.out)
 
 
 def print_dedup(res: Any) -> None:
@@ -279,7 +323,48 @@ def register(sub: Any) -> None:
     sp.add_argument(
         "--retry-failed", action="store_true", help="run again the slots that ended failed in committed parts"
     )
+    sp.add_argument(
+        "--on-bad-row",
+        choices=["error", "skip"],
+        help="a source row that cannot be read: error (exit 2, nothing written; the default) or skip "
+        "(its slot fails with the reason, the rest runs)",
+    )
     sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser(
+        "map",
+        help="ask a model about every row of a file: the rows come back with the answer in a new column",
+        epilog="examples:\n  datamill map rows.jsonl --prompt 'Score {{ text }} from 1 to 10' --column score "
+        "--out runs/scores\n  datamill map rows.parquet --key id --prompt 'Summarise: {{ text }}' --column summary "
+        "--model-base-url http://127.0.0.1:8000/v1 --model qwen --out runs/sum\n"
+        "re-running the same command resumes; the recipe it ran is kept as OUT/map.yaml",
+    )
+    sp.add_argument("input", help="a JSONL, CSV or Parquet file, or a dataset folder (datasets.save_to_disk)")
+    sp.add_argument("--prompt", required=True, help="Jinja2 template over the row's columns")
+    sp.add_argument("--column", required=True, help="name of the new column")
+    sp.add_argument("--out", required=True, help="run dir (re-running resumes)")
+    sp.add_argument("--key", help="input column whose value becomes each record's sample_id")
+    sp.add_argument("--format", choices=["auto", "jsonl", "csv", "parquet", "hf"], default="auto")
+    sp.add_argument("--schema", help="JSON schema file: the answer is JSON matching it")
+    sp.add_argument("--system", help="system prompt (Jinja2)")
+    sp.add_argument("--model-base-url", help="an OpenAI-compatible server (default: the embedded model)")
+    sp.add_argument("--model", help="served model name (with --model-base-url) or a GGUF file (embedded)")
+    sp.add_argument("--api-key-env", help="environment variable holding the server's API key")
+    sp.add_argument("--concurrency", type=positive, help="requests in flight, run-wide (default 16)")
+    sp.add_argument("--rpm", type=positive, help="requests per minute, run-wide")
+    sp.add_argument("--tpm", type=positive, help="tokens per minute, run-wide")
+    sp.add_argument("--timeout", type=float, help="seconds per request (default 60)")
+    sp.add_argument("--max-tokens", type=positive)
+    sp.add_argument("--temperature", type=float)
+    sp.add_argument("--pack", type=positive, help="rows per request (one shared system prompt)")
+    sp.add_argument("--part-size", type=positive, help="rows per committed part (default 1000)")
+    sp.add_argument("--size", type=positive, help="map only the first N rows")
+    sp.add_argument("--seed", type=non_negative, default=0)
+    sp.add_argument("--workers", type=positive, default=1, help="worker processes (default 1: requests are async)")
+    sp.add_argument("--on-bad-row", choices=["error", "skip"], help="see `datamill run --help`")
+    sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
+    sp.add_argument("--retry-failed", action="store_true", help="run again the rows that ended failed")
+    sp.set_defaults(fn=cmd_map)
 
     sp = sub.add_parser(
         "status",

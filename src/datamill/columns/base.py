@@ -33,6 +33,7 @@ class SlotState:
     params: dict[str, Any]
     size: int = 0  # slots in the plan
     rows: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    inputs: tuple[str, ...] = ()  # the source row's columns (rows start with them), in input order
     failed: str | None = None
     dropped: str | None = None
 

@@ -20,7 +20,6 @@ import orjson
 
 from datamill.engine.plan import Plan, SlotRange
 from datamill.engine.slots import SlotRunner
-from datamill.seeds import parse_sample_id
 from datamill.store import atomic
 from datamill.store.formats import dumps_line, suffix
 from datamill.store.integrity import HASH_FIELD, PartWriter, lines_of, part_writer, read_part
@@ -163,8 +162,9 @@ def retry_failed(runner: SlotRunner, run_dir: RunDir, part: Part) -> PartResult 
     fmt = "parquet" if part.path.name.endswith(".parquet") else "jsonl"
     compression = "zstd" if part.path.name.endswith(".zst") else "none"
     kept: dict[int, list[bytes]] = {}
+    ids = runner.sample_ids(part.start, part.end)
     for line in lines_of(part, data, meta):
-        slot = parse_sample_id(orjson.loads(line)["sample_id"])[2]
+        slot = runner.slot_of(orjson.loads(line)["sample_id"], ids)
         kept.setdefault(slot, []).append(line)
     outcomes = {o.slot: o for o in runner.run(failed)}
     result = PartResult(part.start, part.end, slots_done=meta["slots_done"], dropped=dict(meta["dropped"]))

@@ -36,6 +36,7 @@ from datamill.recipe.model import LLMColumn
 from datamill.recipe.trust import touches
 from datamill.store.integrity import quick_check
 from datamill.store.rundir import PART_INTEGRITY, RunDir, utc_now
+from datamill.store.source import SourceError
 
 # Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
 FAILED_SHOWN = 5
@@ -126,6 +127,17 @@ def check_shards(num_shards: int, shard_index: int) -> None:
         raise UsageError(f"--shard-index: expected 0 <= index < {num_shards}, got {shard_index}")
 
 
+def check_source(loaded: LoadedRecipe) -> None:
+    """Refuse a source with rows that cannot be read, unless the recipe says to skip them."""
+    src, spec = loaded.source, loaded.recipe.source
+    if src is None or spec is None or not src.bad or spec.on_bad_row == "skip":
+        return
+    in_run = [reason for row, reason in src.bad if row < loaded.recipe.size]
+    if in_run:
+        more = f" ({len(in_run)} bad rows; --on-bad-row skip runs the rest)" if len(in_run) > 1 else ""
+        raise SourceError(f"{in_run[0]}{more}")
+
+
 def manifest_for(loaded: LoadedRecipe, plan: Plan, recipe_text: str) -> dict[str, Any]:
     return {
         "datamill_version": datamill.__version__,
@@ -137,6 +149,7 @@ def manifest_for(loaded: LoadedRecipe, plan: Plan, recipe_text: str) -> dict[str
         "plan": plan.summary(),
         "part_integrity": PART_INTEGRITY,
         "touches": touches(loaded),
+        **({"source": loaded.source.describe()} if loaded.source is not None else {}),
         "created": utc_now(),
     }
 
@@ -151,6 +164,13 @@ def open_run_dir(loaded: LoadedRecipe, out: str | Path) -> RunDir:
         theirs = run_dir.manifest().get("recipe_hash")
         if theirs != loaded.hash:
             name = run_dir.manifest().get("recipe_name")
+            was = (run_dir.manifest().get("source") or {}).get("content_hash")
+            if loaded.source is not None and was and was != loaded.source.content_hash:
+                raise RunDirError(
+                    f"{out}: the input {loaded.source.display} changed since this run started (content hash "
+                    f"{was}, now {loaded.source.content_hash}); a resume over changed input would mix two "
+                    "inputs: restore the input, or use another --out"
+                )
             raise RunDirError(
                 f"{out}: holds a run of recipe {name!r} with hash {theirs}, but this recipe's hash is "
                 f"{loaded.hash} (recipe, size or seed differ); use another --out or remove the dir"
@@ -211,6 +231,7 @@ def execute(
     """Run (or resume) one shard of ``loaded`` into ``out`` and return its summary; with
     ``retry_failed``, first run again the slots that ended failed in committed parts."""
     check_shards(num_shards, shard_index)
+    check_source(loaded)
     for col in loaded.recipe.columns.values():
         if isinstance(col, LLMColumn):
             preflight(column_model(loaded.recipe, col))

@@ -19,7 +19,8 @@ from datamill.errors import RecipeError
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.model import ExpressionColumn, LLMColumn, TemplateColumn
 from datamill.recipe.sandbox import UnsafeTemplate
-from datamill.seeds import sample_id, slot_seed
+from datamill.seeds import key_seed, parse_sample_id, sample_id, slot_seed
+from datamill.store.source import BadRow, Source
 
 
 @dataclass
@@ -40,6 +41,9 @@ class SlotRunner:
         self.recipe = loaded.recipe
         self.plan = Plan(self.recipe)
         self.columns: list[Column] = build_columns(loaded, ctx)
+        # Rows as slots: row i of the source is slot i; its columns come first in every record.
+        self.source = Source(loaded.source) if loaded.source is not None else None
+        self.key = self.recipe.source.key if self.recipe.source is not None else None
         # LLM columns answer a whole part range concurrently; CPU columns go 64 slots at a time.
         self.batch_slots = self.recipe.output.part_size if any(isinstance(c, LLM) for c in self.columns) else 64
         by_name = {c.name: c for c in self.columns}
@@ -48,12 +52,17 @@ class SlotRunner:
             (name, isinstance(by_name[name], Generator)) for name in self.recipe.columns if by_name[name].emit
         ]
 
-    def state(self, slot: int, attempt: int = 0) -> SlotState:
+    def state(self, slot: int, attempt: int = 0, row: dict[str, Any] | BadRow | None = None) -> SlotState:
+        """The state of ``slot`` before its columns run; ``row`` is its source row, if any."""
         cyc = self.plan.cycle(slot)
-        return SlotState(
+        seed = slot_seed(self.recipe.seed, slot, attempt)
+        if self.key is not None and isinstance(row, dict):
+            # Keyed rows draw from their key, so a row keeps its samples when unrelated rows move.
+            seed = key_seed(self.recipe.seed, str(row[self.key]), attempt)
+        state = SlotState(
             slot=slot,
             attempt=attempt,
-            seed=slot_seed(self.recipe.seed, slot, attempt),
+            seed=seed,
             slot_id=f"{self.recipe.name}:{self.recipe.seed}:{slot}",
             stratum=self.plan.stratum(slot),
             cycle=None if cyc is None else cyc[0],
@@ -61,10 +70,41 @@ class SlotRunner:
             params=dict(self.recipe.params),
             size=self.recipe.size,
         )
+        if isinstance(row, BadRow):
+            state.failed = f"source: {row.reason}"
+        elif row is not None:
+            state.rows = [dict(row)]
+            state.inputs = tuple(row)
+        return state
+
+    def states(self, slots: Sequence[int], attempt: int = 0) -> list[SlotState]:
+        """States of ``slots`` (ascending), each with its source row."""
+        if self.source is None or not slots:
+            return [self.state(i, attempt) for i in slots]
+        lo, hi = slots[0], slots[-1] + 1
+        wanted = set(slots) if hi - lo != len(slots) else None
+        rows = self.source.rows(lo, hi)
+        return [self.state(i, attempt, row) for i, row in zip(range(lo, hi), rows, strict=True)
+                if wanted is None or i in wanted]  # fmt: skip
+
+    def sample_ids(self, start: int, end: int) -> dict[str, int] | None:
+        """Each keyed sample_id of slots ``[start, end)`` and its slot; None when ids name their slot."""
+        if self.source is None or self.key is None:
+            return None
+        return {str(r[self.key]): i for i, r in zip(range(start, end), self.source.rows(start, end), strict=True)
+                if isinstance(r, dict)}  # fmt: skip
+
+    def slot_of(self, sid: str, ids: dict[str, int] | None) -> int:
+        """The slot a record's sample_id belongs to (``ids`` from :meth:`sample_ids` of its part)."""
+        if ids is None:
+            return parse_sample_id(sid)[2]
+        if sid in ids:
+            return ids[sid]
+        return ids[sid.rsplit("#", 1)[0]]
 
     def run(self, slots: Sequence[int], attempt: int = 0) -> list[SlotOutcome]:
-        """Run ``slots`` at ``attempt`` and return their outcomes in the order given."""
-        batch = [self.state(i, attempt) for i in slots]
+        """Run ``slots`` (ascending) at ``attempt`` and return their outcomes in the order given."""
+        batch = self.states(slots, attempt)
         try:
             for col in self.columns:
                 col.evaluate(batch)
@@ -102,7 +142,9 @@ class SlotRunner:
                 raise KeyError(n)
             need.add(n)
             todo.extend(dependencies(self.recipe, n))
-        batch = [self.state(i) for i in slots]
+        batch = self.states(sorted(slots))
+        by_slot = {s.slot: s for s in batch}
+        batch = [by_slot[i] for i in slots]
         for col in self.columns:
             if col.name in need:
                 col.evaluate(batch)
@@ -120,7 +162,13 @@ class SlotRunner:
         name, seed = self.recipe.name, self.recipe.seed
         records = []
         for k, row in enumerate(state.rows):
-            rec: dict[str, Any] = {"sample_id": sample_id(name, seed, state.slot, k)}
+            if self.key is not None:
+                key = str(row[self.key])
+                rec: dict[str, Any] = {"sample_id": key if k == 0 else f"{key}#{k}"}
+            else:
+                rec = {"sample_id": sample_id(name, seed, state.slot, k)}
+            for col in state.inputs:
+                rec[col] = row[col]
             for col, merge in self._emit:
                 value = row[col]
                 if merge and isinstance(value, dict):

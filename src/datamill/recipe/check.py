@@ -142,7 +142,15 @@ def check_recipe(loaded: LoadedRecipe) -> None:
         if name in RESERVED_COLUMNS:
             raise loc.error(("columns", name), f"{name!r} is reserved; choose another column name", at_key=True)
 
-    known = ", ".join(names)
+    inputs = loaded.source.columns if loaded.source is not None else ()
+    for name in names:
+        if name in inputs:
+            raise loc.error(("columns", name), f"{name!r} is a column of the source; new columns need new names",
+                            at_key=True)  # fmt: skip
+    for name in inputs:
+        if name == "sample_id" and recipe.source is not None and recipe.source.key != "sample_id":
+            raise loc.error(("source", "path"), "the source has a sample_id column; set source.key: sample_id")
+    known = ", ".join([*inputs, *names])
     for name, col in recipe.columns.items():
         where = ("columns", name)
         if isinstance(col, (ExpressionColumn, TemplateColumn)):
@@ -194,9 +202,11 @@ def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src
     reason = unsafe_reason(ast)
     if reason is not None:
         raise loc.error(where, f"unsafe template: {reason}")
+    inputs = loaded.source.columns if loaded.source is not None else ()
     for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
-        if var not in recipe.columns and var not in CONTEXT_NAMES:
-            raise loc.error(where, f"unknown column {var!r}; expected one of: {', '.join(recipe.columns)}")
+        if var not in recipe.columns and var not in CONTEXT_NAMES and var not in inputs:
+            known = ", ".join([*inputs, *recipe.columns])
+            raise loc.error(where, f"unknown column {var!r}; expected one of: {known}")
         if var == name:
             raise loc.error(where, f"column {name!r} refers to itself")
 

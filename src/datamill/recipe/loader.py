@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from datamill.errors import RecipeError, UsageError
 from datamill.recipe.model import COLUMN_TAGS, Recipe
+from datamill.store.source import SourceInfo, scan_cached
 
 Loc = Sequence[Any]  # field names, list indices, and YAML keys of any scalar type
 
@@ -126,15 +127,27 @@ class LoadedRecipe:
     file: str
     base_dir: Path
     locator: Locator = field(repr=False, compare=False)
+    source: SourceInfo | None = field(default=None, repr=False, compare=False)  # the scanned source: rows
 
     def with_overrides(
-        self, size: int | None = None, seed: int | None = None, params: dict[str, Any] | None = None
+        self,
+        size: int | None = None,
+        seed: int | None = None,
+        params: dict[str, Any] | None = None,
+        on_bad_row: str | None = None,
     ) -> LoadedRecipe:
-        """The same recipe with ``size``, ``seed`` or declared ``params`` replaced (CLI flags)."""
+        """The same recipe with ``size``, ``seed``, declared ``params`` or the source's
+        ``on_bad_row`` replaced (CLI flags)."""
         update: dict[str, Any] = {}
+        if on_bad_row is not None:
+            if self.recipe.source is None:
+                raise UsageError("--on-bad-row: the recipe has no source: block")
+            update["source"] = self.recipe.source.model_copy(update={"on_bad_row": on_bad_row})
         if size is not None:
             if size < 1:
                 raise UsageError(f"--size: expected an integer >= 1, got {size}")
+            if self.source is not None and size > self.source.rows:
+                raise UsageError(f"--size: the source {self.source.display} has only {self.source.rows:,} rows")
             update["size"] = size
         if seed is not None:
             if seed < 0:
@@ -148,11 +161,11 @@ class LoadedRecipe:
                 raise UsageError(f"{flag}: not a flag or a parameter of {self.recipe.name} (parameters: {known})")
             update["params"] = {**self.recipe.params, **params}
         recipe = self.recipe.model_copy(update=update)
-        return LoadedRecipe(recipe, self.file, self.base_dir, self.locator)
+        return LoadedRecipe(recipe, self.file, self.base_dir, self.locator, self.source)
 
     @property
     def hash(self) -> str:
-        return recipe_hash(self.recipe)
+        return recipe_hash(self.recipe, self.source)
 
 
 # Model settings that decide how requests are sent, never what comes back: a run may resume with
@@ -163,9 +176,17 @@ OPERATIONAL_MODEL_KEYS = frozenset(
 )  # fmt: skip
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """A stable hash of everything in the recipe that decides its output."""
+def recipe_hash(recipe: Recipe, source: SourceInfo | None = None) -> str:
+    """A stable hash of everything in the recipe that decides its output.
+
+    With a source, that includes the input's content (its hash and rows), not where it lies.
+    """
     data = recipe.model_dump(mode="json")
+    if data.get("source") is None:
+        data.pop("source", None)  # new field: recipes without one keep their hashes
+    else:
+        data["source"] = {"format": data["source"]["format"], "key": data["source"]["key"],
+                          "content_hash": source.content_hash if source else None}  # fmt: skip
     data.pop("gates", None)  # gates judge the output; they do not decide it
     if data.get("model"):
         data["model"] = {k: v for k, v in data["model"].items() if k not in OPERATIONAL_MODEL_KEYS}
@@ -202,7 +223,16 @@ def load_text(text: str, file: str, base_dir: Path) -> LoadedRecipe:
         raise locator.error(err["loc"], _message(err), at_key=err["type"] == "extra_forbidden") from None
     from datamill.recipe.check import check_recipe
 
-    loaded = LoadedRecipe(recipe, file, base_dir, locator)
+    source = None
+    if recipe.source is not None:
+        spec = recipe.source
+        source = scan_cached(spec.path, spec.format, spec.key, base_dir)
+        if recipe.size > source.rows:
+            why = f"the source {spec.path} has only {source.rows:,} rows, got size {recipe.size}"
+            raise locator.error(("size",), why)
+        if recipe.size == 0:
+            recipe = recipe.model_copy(update={"size": source.rows})
+    loaded = LoadedRecipe(recipe, file, base_dir, locator, source)
     check_recipe(loaded)
     return loaded
 

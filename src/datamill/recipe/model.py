@@ -295,13 +295,25 @@ class DedupSpec(_Strict):
     rounds: int = Field(3, ge=1)
 
 
+class SourceSpec(_Strict):
+    """``source: {path, format, key}``: existing rows, one slot each (see :mod:`datamill.store.source`)."""
+
+    path: str = Field(min_length=1, description="a JSONL, CSV or Parquet file, or a dataset folder")
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
+    key: str | None = Field(None, min_length=1, description="the column whose value is each row's sample_id")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="error: stop before writing anything; skip: the row's slot fails with the reason"
+    )
+
+
 class Recipe(_Strict):
     """A dataset declaration, validated."""
 
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "1"
     seed: int = Field(0, ge=0)
-    size: int = Field(ge=1)
+    size: int = Field(0, ge=0, description="slots; with a source, defaults to its number of rows")
+    source: SourceSpec | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column] = Field(min_length=1)
     quotas: dict[str, dict[Scalar, float]] = Field(default_factory=dict)
@@ -310,6 +322,12 @@ class Recipe(_Strict):
     model: ModelSpec | None = None
     gates: list[GateSpec] = Field(default_factory=list)
     dedup: DedupSpec | None = None
+
+    @model_validator(mode="after")
+    def _sized(self) -> Recipe:
+        if self.size == 0 and self.source is None:
+            raise ValueError("size: expected an integer >= 1 (or a source: block, whose rows are the slots)")
+        return self
 
     @field_validator("version", mode="before")
     @classmethod

@@ -169,6 +169,9 @@ def merge(dirs: Sequence[str | Path], out: str | Path, allow_partial: bool = Fal
     duplicate or out-of-order sample_id, and, unless ``allow_partial``, slots with no part.
     """
     parts, planned, _ = ordered_parts(dirs)
+    # A keyed source's sample_ids are its keys (unique by the source's scan), not (slot, index):
+    # parts, which do not overlap, give the order.
+    keyed = bool((RunDir(dirs[0]).manifest()["recipe"].get("source") or {}).get("key")) if dirs else False
     gaps = missing_ranges(parts, planned)
     if gaps and not allow_partial:
         raise DataError(f"merge: {describe_gaps(gaps, planned)}")
@@ -187,6 +190,10 @@ def merge(dirs: Sequence[str | Path], out: str | Path, allow_partial: bool = Fal
                         sid = orjson.loads(line)["sample_id"]
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         raise PartDamaged(f"{part.path}: damaged: a line that is not a record") from None
+                    if keyed:
+                        f.write(line)
+                        records += 1
+                        continue
                     key = parse_sample_id(sid)[2:]
                     # Records are in (slot, index) order by construction, so any repeat shows
                     # up as a step backwards: this finds every duplicate in O(1) memory.

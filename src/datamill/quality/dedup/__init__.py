@@ -140,14 +140,18 @@ def dedup_run(
     parts = rd.parts()
     by_slot: dict[int, list[dict[str, Any]]] = {}
     part_of: dict[int, Any] = {}
+    # A keyed source's sample_ids are its keys: their slots come from the source, through a runner.
+    keyed = bool((manifest["recipe"].get("source") or {}).get("key"))
+    runner = _runner(rd, manifest) if keyed else None
     for part in parts:
+        ids = runner.sample_ids(part.start, part.end) if runner is not None else None
         for line in part_lines(part):
             rec = orjson.loads(line)
-            slot = parse_sample_id(rec["sample_id"])[2]
+            sid = rec["sample_id"]
+            slot = runner.slot_of(sid, ids) if runner is not None else parse_sample_id(sid)[2]
             by_slot.setdefault(slot, []).append(rec)
             part_of[slot] = part
     result = DedupResult(method_name, getattr(method, "threshold", None))
-    runner = None
     rejected: set[int] = set()
     for round_no in range(1, max_rounds + 2):
         pairs = [(s, record_text(r, fields)) for s, recs in by_slot.items() for r in recs]
