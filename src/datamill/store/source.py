@@ -18,7 +18,9 @@ each byte once.
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +78,13 @@ class SourceInfo:
         }
 
 
-def detect_format(path: Path, fmt: str) -> str:
+def detect_format(path: Path, fmt: str, display: str = "") -> str:
     """The concrete format of ``path`` (``fmt`` is one of :data:`FORMATS`)."""
     if fmt == "hf":
         return "hf"
     if path.is_dir():
         if fmt not in ("auto", "parquet"):
-            raise SourceError(f"{path}: is a directory; a {fmt} source is one file")
+            raise SourceError(f"{display or path}: is a directory; a {fmt} source is one file")
         return "hf"
     if fmt != "auto":
         return fmt
@@ -95,7 +97,9 @@ def detect_format(path: Path, fmt: str) -> str:
         return "parquet"
     if name.endswith(".arrow"):
         return "hf"
-    raise SourceError(f"{path}: cannot tell the format from the name; set source.format (jsonl, csv, parquet, hf)")
+    raise SourceError(
+        f"{display or path}: cannot tell the format from the name; set source.format (jsonl, csv, parquet, hf)"
+    )
 
 
 def scan(path: str | Path, fmt: str = "auto", key: str | None = None, base_dir: Path | None = None) -> SourceInfo:
@@ -111,7 +115,7 @@ def scan(path: str | Path, fmt: str = "auto", key: str | None = None, base_dir: 
     p = p.resolve()
     if not p.exists():
         raise SourceError(f"{display}: no such file or directory")
-    kind = detect_format(p, fmt)
+    kind = detect_format(p, fmt, display)
     if kind == "jsonl":
         info = _scan_jsonl(p, key, display)
     elif kind == "csv":
@@ -192,6 +196,27 @@ def _utf8_problem(line: bytes) -> str | None:
     return None
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _lossy(line: bytes) -> bool:
+    """Whether orjson reads an integer of ``line`` as a float (it does past 64 bits; json does not)."""
+
+    def has_big(v: Any) -> bool:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return not -(2**63) <= v < 2**64
+        if isinstance(v, dict):
+            return any(has_big(x) for x in v.values())
+        if isinstance(v, list):
+            return any(has_big(x) for x in v)
+        return False
+
+    try:
+        return has_big(json.loads(line))
+    except ValueError:
+        return False
+
+
 def _jsonl_row(line: bytes, key: str | None) -> tuple[dict[str, Any] | None, str | None]:
     problem = _utf8_problem(line)
     if problem:
@@ -201,6 +226,8 @@ def _jsonl_row(line: bytes, key: str | None) -> tuple[dict[str, Any] | None, str
     except orjson.JSONDecodeError as exc:
         what = str(exc).split(": line", 1)[0]
         return None, f"not valid JSON ({what})"
+    if _LONG_DIGITS.search(line) and _lossy(line):
+        return None, "an integer beyond 64 bits (it would come back as a rounded float); quote it as a string"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     if key is not None and key not in obj:
