@@ -164,6 +164,27 @@ def _parquet(tmp: Path, table: list[dict]) -> str:
     return "in.parquet"
 
 
+def _file(name: str, body: bytes) -> object:
+    def make(tmp: Path) -> str:
+        (tmp / name).write_bytes(body)
+        return name
+
+    return make
+
+
+def _folder(name: str, files: dict[str, bytes]) -> object:
+    def make(tmp: Path) -> str:
+        for rel, body in files.items():
+            (tmp / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            if rel.endswith("/"):
+                (tmp / name / rel).mkdir(exist_ok=True)
+            else:
+                (tmp / name / rel).write_bytes(body)
+        return name
+
+    return make
+
+
 GOOD = b'{"id": "a", "text": "x", "n": 1}\n'
 TAIL = b'{"id": "z", "text": "last", "n": 9}\n'
 
@@ -207,14 +228,13 @@ MALFORMED = [
     ("parquet with a null key", lambda t: _parquet(t, [{"id": "a", "text": "x", "n": 1}, {"id": None, "text": "y", "n": 2},
                                                        {"id": "z", "text": "last", "n": 9}]),
      "in.parquet:row 2: key column 'id' is empty", True),
-    ("a file that is not parquet", lambda t: (t / "in.parquet").write_bytes(b"PAR1 not really") and "in.parquet",
-     "in.parquet: in.parquet: not a parquet file", False),
-    ("a directory that is not a dataset", lambda t: (t / "d").mkdir() or (t / "d" / "notes.txt").write_text("hi") and "d",
-     "d: not a dataset folder", False),
-    ("a DatasetDict folder", lambda t: ((t / "dd" / "train").mkdir(parents=True), (t / "dd" / "dataset_dict.json").write_text("{}"))
-     and "dd", "dd: a DatasetDict folder; point source.path at one split (train)", False),
+    ("a file that is not parquet", _file("in.parquet", b"PAR1 not really"),
+     "in.parquet: not a parquet file", False),
+    ("a directory that is not a dataset", _folder("d", {"notes.txt": b"hi"}), "d: not a dataset folder", False),
+    ("a DatasetDict folder", _folder("dd", {"train/": b"", "dataset_dict.json": b"{}"}),
+     "dd: a DatasetDict folder; point source.path at one split (train)", False),
     ("no such file", lambda t: "missing.jsonl", "missing.jsonl: no such file or directory", False),
-    ("a name that does not say the format", lambda t: (t / "rows.txt").write_text("{}") and "rows.txt",
+    ("a name that does not say the format", _file("rows.txt", b"{}"),
      "rows.txt: cannot tell the format from the name", False),
 ]  # fmt: skip
 

@@ -471,7 +471,8 @@ def _scan_tables(p: Path, files: list[Path], fmt: str, key: str | None, display:
             else:
                 schema = _open_arrow(f).schema
         except (pa.ArrowInvalid, OSError) as exc:
-            raise SourceError(f"{display}: {f.name}: not a {fmt} file ({exc})") from None
+            where = display if f == p else f"{display}: {f.name}"
+            raise SourceError(f"{where}: not a {fmt} file ({exc})") from None
         names = list(schema.names)
         if columns is None:
             columns = names
