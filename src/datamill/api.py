@@ -35,6 +35,7 @@ __all__ = [
     "cat",
     "dedup",
     "doctor",
+    "estimate",
     "fsck",
     "golden_create",
     "golden_run",
@@ -358,6 +359,44 @@ def map(
 
         if RunDir(out).exists():
             atomic.write_bytes(Path(out) / "map.yaml", r.text.encode())
+
+
+def estimate(
+    recipe: Recipe | str | Path | dict[str, Any],
+    *,
+    sample: int = 1000,
+    sample_calls: int = 0,
+    out: str | Path | None = None,
+) -> Any:
+    """Requests, prompt and completion tokens, cost and time of running ``recipe``, before any run.
+
+    Nothing is sent unless ``sample_calls`` > 0: then that many sampled requests are sent through
+    the run dir ``out`` (its cache, limits and budget: the run reuses their answers) to measure the
+    server's token count, completion lengths and latency. With ``out``, the estimate is kept in
+    ``out/reports/estimate.json`` and ``datamill status`` shows it beside the actual numbers.
+    """
+    from datamill.engine.estimate import estimate as make_estimate
+    from datamill.engine.estimate import write_estimate
+    from datamill.engine.plan import Plan
+    from datamill.engine.run import check_source, manifest_for, open_run_dir
+
+    r = _recipe(recipe)
+    if sample < 1:
+        raise UsageError(f"--sample: expected an integer >= 1, got {sample}")
+    if sample_calls < 0:
+        raise UsageError(f"--sample-calls: expected an integer >= 0, got {sample_calls}")
+    if sample_calls and out is None:
+        raise UsageError("--sample-calls needs --out DIR: the run dir whose cache keeps the answers for the run")
+    check_source(r.loaded)
+    run_dir = None
+    if out is not None:
+        rd = open_run_dir(r.loaded, out)
+        rd.create(manifest_for(r.loaded, Plan(r.loaded.recipe), r.text))
+        run_dir = rd.path
+    est = make_estimate(r.loaded, sample=sample, sample_calls=sample_calls, run_dir=run_dir)
+    if run_dir is not None:
+        write_estimate(run_dir, est)
+    return est
 
 
 def status(run_dir: str | Path) -> Any:

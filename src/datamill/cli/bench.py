@@ -58,6 +58,17 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_map(args: argparse.Namespace) -> int:
+    from datamill.bench.map_bench import print_map_bench, run_map_bench
+
+    workers = [int(w) for w in args.workers.split(",")]
+    result = run_map_bench(args.rows, args.format, workers, args.concurrency, args.latency_ms, raw=not args.no_raw)
+    print_map_bench(result)
+    write_json(args.json, result)
+    bad = [r for r in result.values() if isinstance(r, dict) and r.get("check", {}).get("mismatched")]
+    return 1 if bad else 0
+
+
 def cmd_bench_verify(args: argparse.Namespace) -> int:
     from datamill.bench.verify_bench import run_verify_bench
 
@@ -170,6 +181,19 @@ def register(sub: Any) -> None:
     lp.add_argument("--repeat", type=positive, default=1, help="alternate the two measurements this many times")
     lp.add_argument("--json", help="also write the result as JSON to this file")
     lp.set_defaults(fn=cmd_bench_llm)
+    mp = bsub.add_parser(
+        "map",
+        help="a map over N rows against a bare aiohttp client over the same rows (fake server)",
+        epilog="example: datamill bench map --rows 170000 --format parquet --workers 1,2 --latency-ms 200",
+    )
+    mp.add_argument("--rows", type=positive, default=10_000)
+    mp.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    mp.add_argument("--workers", default="1", help="comma-separated worker counts to measure (default 1)")
+    mp.add_argument("--concurrency", type=positive, default=64)
+    mp.add_argument("--latency-ms", type=float, default=200.0)
+    mp.add_argument("--no-raw", action="store_true", help="skip the bare client")
+    mp.add_argument("--json", help="write the result here")
+    mp.set_defaults(fn=cmd_bench_map)
     vp = bsub.add_parser(
         "verify",
         epilog="example: datamill bench verify --n 1000",

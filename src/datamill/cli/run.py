@@ -242,8 +242,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st.failure_reasons:
         print("failures   " + ", ".join(f"{k} {v:,}" for k, v in st.failure_reasons.items()))
         print("           (`datamill run ... --retry-failed` runs them again)")
+    if st.llm:
+        m = st.llm
+        print(f"llm        {m['requests']:,} requests ({m['cached']:,} from cache), {m['prompt_tokens']:,} prompt + "
+              f"{m['completion_tokens']:,} completion tokens, ${m['cost_usd']:,.4f}")  # fmt: skip
+    if st.estimate:
+        e = st.estimate
+        print(f"estimate   {e['requests']:,} requests, {e['prompt_tokens']:,} prompt tokens, cost at most "
+              f"${e['cost_usd_max']:,.4f}, time ~{fmt_duration(e['seconds'])}  (actual so far: see llm)")  # fmt: skip
     if st.last_stop:
         print(f"last stop  {st.last_stop}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    est = api.estimate(_recipe(args), sample=args.sample, sample_calls=args.sample_calls, out=args.out)
+    d = est.as_dict()
+    if args.json:
+        print(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    sent = f"{args.sample_calls} sample calls sent" if args.sample_calls else "nothing sent"
+    print(f"estimate of {d['recipe']}: {d['slots']:,} slots, prompts rendered for {d['sample']:,} ({sent})")
+    for c in d["columns"]:
+        done = "?" if c["completion_tokens"] is None else f"~{c['completion_tokens']:,}"
+        cost = "" if c["cost_usd"] is None else f"~${c['cost_usd']:,.4f}, "
+        print(f"  {c['column']} ({c['model']}): {c['requests']:,} requests, {c['prompt_tokens']:,} prompt tokens "
+              f"[{c['tokenizer']}], completion tokens {done} (at most {c['completion_tokens_max']:,})")  # fmt: skip
+        print(f"    cost {cost}at most ${c['cost_usd_max']:,.4f}; time ~{fmt_duration(c['seconds'])} "
+              f"(latency {c['latency_s'] * 1000:,.0f} ms, {c['latency_from']})")  # fmt: skip
+    print(f"total: {d['requests']:,} requests, {d['prompt_tokens']:,} prompt tokens, cost at most "
+          f"${d['cost_usd_max']:,.4f}, time ~{fmt_duration(d['seconds'])}")  # fmt: skip
+    for note in d["notes"]:
+        print(f"note: {note}")
+    if args.out:
+        print(f"kept in {Path(args.out) / 'reports' / 'estimate.json'} (`datamill status` shows it beside the actual)")
     return 0
 
 
@@ -365,6 +397,19 @@ def register(sub: Any) -> None:
     sp.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     sp.add_argument("--retry-failed", action="store_true", help="run again the rows that ended failed")
     sp.set_defaults(fn=cmd_map)
+
+    sp = sub.add_parser(
+        "estimate",
+        help="requests, tokens, cost and time of a run, before it spends anything",
+        epilog="examples:\n  datamill estimate runs/scores/map.yaml\n"
+        "  datamill estimate recipe.yaml --out runs/x --sample-calls 20   # measure 20 real calls (reused by the run)",
+    )
+    recipe_args(sp)
+    sp.add_argument("--sample", type=positive, default=1000, help="slots whose prompts are rendered (default 1000)")
+    sp.add_argument("--sample-calls", type=non_negative, default=0, help="send this many sampled requests for real")
+    sp.add_argument("--out", help="the run dir: sample calls land in its cache; the estimate is kept there")
+    sp.add_argument("--json", action="store_true", help="print as JSON")
+    sp.set_defaults(fn=cmd_estimate)
 
     sp = sub.add_parser(
         "status",

@@ -64,6 +64,10 @@ class Column(ABC):
             except Exception as exc:  # a column's bug or bad data fails its slot, never the run
                 state.failed = f"{self.name}: {type(exc).__name__}: {exc}"
 
+    async def aevaluate(self, batch: Sequence[SlotState]) -> None:
+        """:meth:`evaluate` on a running event loop: columns that wait on I/O override it."""
+        self.evaluate(batch)
+
     def evaluate_slot(self, state: SlotState) -> None:
         rng = state.rng(self.name)
         for row in state.rows:

@@ -153,6 +153,7 @@ class LLM(Column):
         if schema and model.structured != "auto":
             self.mode = top  # a format the recipe names is used as named
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_loop = True
         self._client: LLMClient | None = None
 
     # -- wiring -------------------------------------------------------------------------------
@@ -180,12 +181,17 @@ class LLM(Column):
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
+            self._own_loop = True
         return self._loop
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run on ``loop`` (shared by the columns of one runner, which closes it)."""
+        self._loop, self._own_loop = loop, False
 
     def close(self) -> None:
         if self._client is not None and self._loop is not None:
             self._loop.run_until_complete(self._client.backend.aclose())
-        if self._loop is not None:
+        if self._loop is not None and self._own_loop:
             self._loop.close()
         self._client = None
         self._loop = None
@@ -196,6 +202,11 @@ class LLM(Column):
         live = [s for s in batch if s.failed is None and s.dropped is None]
         if live:
             self.loop().run_until_complete(self._evaluate(live))
+
+    async def aevaluate(self, batch: Sequence[SlotState]) -> None:
+        live = [s for s in batch if s.failed is None and s.dropped is None]
+        if live:
+            await self._evaluate(live)
 
     def evaluate_row(self, state: SlotState, row: dict[str, Any], rng: Any) -> Any:
         raise NotImplementedError("LLM columns are evaluated a batch at a time")
@@ -326,7 +337,8 @@ class LLM(Column):
                         continue
                 raise
 
-    async def _single(self, state: SlotState, row: dict[str, Any]) -> Any:
+    def request_messages(self, state: SlotState, row: dict[str, Any]) -> tuple[list[dict[str, str]], int]:
+        """The messages one unpacked request for ``row`` sends, and the tokens trimmed from it."""
         system, prompt = self._render(state, row)
         prompt, trimmed = self._trim(prompt)
         messages = []
@@ -334,6 +346,22 @@ class LLM(Column):
         if sys_text:
             messages.append({"role": "system", "content": sys_text})
         messages.append({"role": "user", "content": prompt})
+        return messages, trimmed
+
+    def packed_system(self, state: SlotState, row: dict[str, Any]) -> str:
+        """The system prompt a packed request of ``pack`` items sends (shared by its items)."""
+        system = self._render(state, row)[0]
+        note = self._pack_note(self.spec.pack)
+        return f"{system}\n\n{note}" if system else note
+
+    def _pack_note(self, k: int) -> str:
+        note = PACK_INSTRUCTIONS.format(k=k)
+        if self.schema is not None:
+            note += " Each answer must match this JSON schema:\n" + schema_instruction(self.schema).split("\n", 1)[1]
+        return note
+
+    async def _single(self, state: SlotState, row: dict[str, Any]) -> Any:
+        messages, trimmed = self.request_messages(state, row)
         extra = {"trimmed_tokens": trimmed} if trimmed else None
         seed = self._seed(state)
         last: Parsed = Parsed()
@@ -373,11 +401,7 @@ class LLM(Column):
         system = rendered[0][0]
         if any(r[0] != system for r in rendered):
             return group  # items with different system prompts cannot share one
-        pack_note = PACK_INSTRUCTIONS.format(k=k)
-        if self.schema is not None:
-            pack_note += (
-                " Each answer must match this JSON schema:\n" + schema_instruction(self.schema).split("\n", 1)[1]
-            )
+        pack_note = self._pack_note(k)
         sys_text = f"{system}\n\n{pack_note}" if system else pack_note
         user = "\n\n".join(f"Item {i + 1}:\n{self._trim(p)[0]}" for i, (_, p) in enumerate(rendered))
         messages = [{"role": "system", "content": sys_text}, {"role": "user", "content": user}]

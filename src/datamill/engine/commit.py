@@ -8,10 +8,11 @@ part. Executors decide only where ``run_range`` runs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 
 from datamill.engine.plan import Plan, SlotRange
-from datamill.engine.slots import SlotRunner
+from datamill.engine.slots import SlotOutcome, SlotRunner
 from datamill.store import atomic
 from datamill.store.formats import dumps_line, suffix
 from datamill.store.integrity import HASH_FIELD, PartWriter, lines_of, part_writer, read_part
@@ -104,18 +105,29 @@ def run_range(
 
     ``on_slots(slots, records)`` is called after each batch, for progress.
     """
-    t0 = time.perf_counter()
+    step = runner.batch_slots
+    batches = (runner.run(range(lo, min(rng.end, lo + step))) for lo in range(rng.start, rng.end, step))
+    return commit_part(runner, run_dir, rng, batches, on_slots, time.perf_counter())
+
+
+def commit_part(
+    runner: SlotRunner,
+    run_dir: RunDir,
+    rng: SlotRange,
+    batches: Iterable[list[SlotOutcome]],
+    on_slots: Callable[[int, int], None] | None,
+    t0: float,
+) -> PartResult:
+    """Write the outcomes of ``rng`` (batches in slot order, streamed) as one committed part."""
     out = runner.recipe.output
     stem = part_stem(rng.start, rng.end)
     final = run_dir.parts_dir / (stem + suffix(out.format, out.compression))
     result = PartResult(rng.start, rng.end)
     dropped: Counter[str] = Counter()
     with part_writer(final, out.format, out.compression) as writer:
-        step = runner.batch_slots
-        for lo in range(rng.start, rng.end, step):
-            slots = range(lo, min(rng.end, lo + step))
+        for outcomes in batches:
             n_rec = 0
-            for outcome in runner.run(slots):
+            for outcome in outcomes:
                 if outcome.failed is not None:
                     result.failed.append({"slot": outcome.slot, "reason": outcome.failed})
                     continue
@@ -127,10 +139,62 @@ def run_range(
                 n_rec += len(outcome.records)
             result.records += n_rec
             if on_slots is not None:
-                on_slots(len(slots), n_rec)
+                on_slots(len(outcomes), n_rec)
         result.dropped = dict(sorted(dropped.items()))
         result.seconds = time.perf_counter() - t0
         return result.published(writer, final.with_name(stem + ".meta.json"))
+
+
+async def arun_range(runner: SlotRunner, run_dir: RunDir, rng: SlotRange) -> PartResult:
+    """:func:`run_range` on the runner's event loop: the slots' requests are awaited, the part is
+    written and committed in a thread, so requests of other ranges keep flowing meanwhile."""
+    t0 = time.perf_counter()
+    step = runner.batch_slots
+    batches = [await runner.arun(range(lo, min(rng.end, lo + step))) for lo in range(rng.start, rng.end, step)]
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, commit_part, runner, run_dir, rng, batches, None, t0)
+
+
+def stream_ranges(
+    runner: SlotRunner,
+    run_dir: RunDir,
+    ranges: Sequence[SlotRange],
+    on_slots: Callable[[int, int], None] | None = None,
+    window: int = 2,
+) -> Iterator[PartResult]:
+    """Run ``ranges`` with up to ``window`` in flight on the runner's loop; yield each part as it commits.
+
+    A part commits when its own slots are done, while the next range's requests are already in
+    flight: no drain at part boundaries. Without LLM columns (no loop) ranges run one by one.
+    """
+    loop = runner.loop
+    if loop is None:
+        for r in ranges:
+            yield run_range(runner, run_dir, r, on_slots)
+        return
+    todo = list(ranges)
+    todo.reverse()
+    active: set[asyncio.Task[PartResult]] = set()
+    try:
+        while todo or active:
+            while todo and len(active) < window:
+                active.add(loop.create_task(arun_range(runner, run_dir, todo.pop())))
+            done, _ = loop.run_until_complete(asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED))
+            for task in done:
+                exc = task.exception()
+                if exc is not None:  # a budget stop, bad input: the other ranges are cancelled below
+                    raise exc
+            for task in sorted(done, key=lambda t: t.result().start):
+                active.discard(task)
+                res = task.result()
+                if on_slots is not None:
+                    on_slots(res.end - res.start, res.records)
+                yield res
+    finally:
+        for task in active:
+            task.cancel()
+        if active:
+            loop.run_until_complete(asyncio.gather(*active, return_exceptions=True))
 
 
 def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[PartResult]:
@@ -143,7 +207,16 @@ def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[
     return out
 
 
-__all__ = ["PartResult", "committed_results", "pending_ranges", "remove_stale_temps", "retry_failed", "run_range"]
+__all__ = [
+    "PartResult",
+    "commit_part",
+    "committed_results",
+    "pending_ranges",
+    "remove_stale_temps",
+    "retry_failed",
+    "run_range",
+    "stream_ranges",
+]
 
 
 def retry_failed(runner: SlotRunner, run_dir: RunDir, part: Part) -> PartResult | None:

@@ -7,6 +7,7 @@ built in declared column order.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,13 @@ class SlotRunner:
         self.key = self.recipe.source.key if self.recipe.source is not None else None
         # LLM columns answer a whole part range concurrently; CPU columns go 64 slots at a time.
         self.batch_slots = self.recipe.output.part_size if any(isinstance(c, LLM) for c in self.columns) else 64
+        # One event loop for every LLM column, so requests of several ranges can share it (stream).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        if any(isinstance(c, LLM) for c in self.columns):
+            self.loop = asyncio.new_event_loop()
+            for c in self.columns:
+                if isinstance(c, LLM):
+                    c.bind_loop(self.loop)
         by_name = {c.name: c for c in self.columns}
         # Output follows declared order; a generator's dict is merged in at its place.
         self._emit = [
@@ -112,6 +120,16 @@ class SlotRunner:
             raise self._where(exc) from None
         return [self._outcome(s) for s in batch]
 
+    async def arun(self, slots: Sequence[int], attempt: int = 0) -> list[SlotOutcome]:
+        """:meth:`run` on the runner's event loop, so other ranges' requests flow meanwhile."""
+        batch = self.states(slots, attempt)
+        try:
+            for col in self.columns:
+                await col.aevaluate(batch)
+        except UnsafeTemplate as exc:
+            raise self._where(exc) from None
+        return [self._outcome(s) for s in batch]
+
     def _where(self, exc: UnsafeTemplate) -> RecipeError:
         """The recipe line of the template that reached for the interpreter at render time."""
         spec = self.recipe.columns.get(exc.column)
@@ -153,6 +171,9 @@ class SlotRunner:
     def close(self) -> None:
         for col in self.columns:
             col.close()
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
 
     def _outcome(self, state: SlotState) -> SlotOutcome:
         if state.failed is not None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from datamill.engine.commit import PartResult
 from datamill.engine.run import RunSummary, summarize
 from datamill.store.integrity import checked_meta, quick_check
@@ -28,6 +30,8 @@ class Status:
     damaged: list[str] = field(default_factory=list)
     budget: list[dict[str, Any]] = field(default_factory=list)
     failure_reasons: dict[str, int] = field(default_factory=dict)  # "column: kind" -> failed slots
+    llm: dict[str, Any] = field(default_factory=dict)  # requests, tokens and cost so far (attempt log)
+    estimate: dict[str, Any] | None = None  # reports/estimate.json, written by `datamill estimate --out`
 
     def as_dict(self) -> dict[str, Any]:
         s = self.summary.as_dict()
@@ -44,6 +48,8 @@ class Status:
             damaged=self.damaged,
             budget=self.budget,
             failure_reasons=self.failure_reasons,
+            llm=self.llm,
+            estimate=self.estimate,
         )
         return s
 
@@ -65,6 +71,28 @@ def _budget(rd: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     limits = RunLimits(len(slots), shared=False)
     limits.load_ledger(rd.logs_dir / "spend.jsonl", slots)
     return budget_report(model_specs(recipe), slots, limits)
+
+
+def llm_so_far(rd: RunDir) -> dict[str, Any]:
+    """Requests sent, tokens and cost so far, from the attempt log (streamed; {} without LLM attempts)."""
+    from datamill.llm.telemetry import read_attempts
+
+    out = {"requests": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    seen = False
+    for a in read_attempts(rd.logs_dir / "attempts.jsonl"):
+        status = a.get("status")
+        if status == "step_down":
+            continue
+        seen = True
+        if status == "cached":
+            out["cached"] += 1
+            continue
+        out["requests"] += 1
+        out["prompt_tokens"] += int(a.get("prompt_tokens") or 0)
+        out["completion_tokens"] += int(a.get("completion_tokens") or 0)
+        out["cost_usd"] += float(a.get("cost_usd") or 0.0)
+    out["cost_usd"] = round(out["cost_usd"], 6)
+    return out if seen else {}
 
 
 def run_status(path: str | Path) -> Status:
@@ -90,6 +118,10 @@ def run_status(path: str | Path) -> Status:
     for r in results:
         reasons.update(": ".join(f["reason"].split(": ")[:2]) for f in r.failed)
     status.failure_reasons = dict(reasons.most_common())
+    status.llm = llm_so_far(rd)
+    est = rd.reports_dir / "estimate.json"
+    if est.is_file():
+        status.estimate = orjson.loads(est.read_bytes())
     # Rate over the parts committed since the most recent start of each shard.
     window: dict[str, list[float]] = {}  # shard -> [start, last commit, slots, records]
     for ev in rd.events():

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from datamill.columns import RunContext
-from datamill.engine.commit import PartResult, run_range
+from datamill.engine.commit import PartResult, run_range, stream_ranges
 from datamill.engine.plan import SlotRange
 from datamill.engine.slots import SlotRunner
 from datamill.recipe import LoadedRecipe, load_text
@@ -70,6 +70,10 @@ class RangeJob:
 
     def __call__(self, rng: SlotRange, on_slots: ProgressFn | None = None) -> PartResult:
         return run_range(self.runner(), RunDir(self.run_dir), rng, on_slots)
+
+    def stream(self, ranges: Sequence[SlotRange], on_slots: ProgressFn | None = None) -> Iterator[PartResult]:
+        """Run ``ranges`` in this process, the next range's requests in flight while one commits."""
+        return stream_ranges(self.runner(), RunDir(self.run_dir), ranges, on_slots)
 
     def close(self) -> None:
         runner = _RUNNERS.pop(self, None)

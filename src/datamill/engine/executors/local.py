@@ -62,8 +62,7 @@ class LocalExecutor(Executor):
         if self.workers == 1 or len(ranges) <= 1:
             sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
             try:
-                for r in ranges:
-                    yield job(r, on_slots)
+                yield from job.stream(ranges, on_slots)
             finally:
                 job.close()
             return
