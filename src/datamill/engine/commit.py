@@ -9,6 +9,7 @@ part. Executors decide only where ``run_range`` runs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections import Counter
@@ -175,6 +176,12 @@ def stream_ranges(
     todo = list(ranges)
     todo.reverse()
     active: set[asyncio.Task[PartResult]] = set()
+    # A full collection of a large heap stalls the loop for ~0.1 s, with every request's reply
+    # waiting: objects built so far (the compiled recipe, clients) leave the collector's view, and
+    # young collections run less often. Restored when the ranges are done.
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], 20_000), max(threshold[1], 50), max(threshold[2], 1000))
     try:
         while todo or active:
             while todo and len(active) < window:
@@ -195,6 +202,8 @@ def stream_ranges(
             task.cancel()
         if active:
             loop.run_until_complete(asyncio.gather(*active, return_exceptions=True))
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def committed_results(run_dir: RunDir, bounds: SlotRange | None = None) -> list[PartResult]:

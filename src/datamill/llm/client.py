@@ -126,7 +126,7 @@ class LLMClient:
                 await limits.take_rpm()
             if self.spec.tpm:
                 await limits.take_tpm(float(payload.get("max_tokens") or 0) + _estimate_tokens(payload))
-            await self.limiter.acquire()
+            await self.limiter.acquire(priority=slot)  # earlier slots first
             await limits.acquire()
             try:
                 # Reserved once a slot is free: only requests about to be sent hold budget.
