@@ -29,6 +29,16 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def noted(failed: int, requests: int, tokens: float, cost_usd: float) -> str:
+    """``, 3 failed, 1,200 requests, 84,000 tokens, $0.0420`` (the parts that are not zero)."""
+    out = f", {failed:,} failed" if failed else ""
+    if requests:
+        out += f", {requests:,} requests, {int(tokens):,} tokens"
+        if cost_usd:
+            out += f", ${cost_usd:,.4f}"
+    return out
+
+
 class RichProgress:
     """A live bar with slots, records, rate and ETA (for terminals)."""
 
@@ -39,7 +49,7 @@ class RichProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("slots  {task.fields[records]:,} records  {task.fields[rate]}"),
+            TextColumn("slots  {task.fields[records]:,} records  {task.fields[rate]}{task.fields[extra]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -55,7 +65,7 @@ class RichProgress:
         self._t0 = time.monotonic()
         self._progress.start()
         self._task = self._progress.add_task(
-            self.label, total=total_slots, completed=done_slots, records=done_records, rate=""
+            self.label, total=total_slots, completed=done_slots, records=done_records, rate="", extra=""
         )
 
     def advance(self, slots: int, records: int) -> None:
@@ -65,6 +75,10 @@ class RichProgress:
         elapsed = max(time.monotonic() - self._t0, 1e-9)
         rate = f"{self._new_records / elapsed:,.0f} rec/s"
         self._progress.update(self._task, advance=slots, records=self._records, rate=rate)
+
+    def note(self, failed: int, requests: int, tokens: float, cost_usd: float) -> None:
+        assert self._task is not None
+        self._progress.update(self._task, extra=noted(failed, requests, tokens, cost_usd))
 
     def finish(self) -> None:
         self._progress.stop()
@@ -78,6 +92,7 @@ class PlainProgress:
         self.stream = stream or sys.stderr
         self.interval = interval
         self.total = self.done = self.records = 0
+        self.extra = ""
         self._new_slots = self._new_records = 0
         self._t0 = self._last = 0.0
 
@@ -96,6 +111,9 @@ class PlainProgress:
             self._last = now
             self._line("progress")
 
+    def note(self, failed: int, requests: int, tokens: float, cost_usd: float) -> None:
+        self.extra = noted(failed, requests, tokens, cost_usd)
+
     def finish(self) -> None:
         self._line("end")
 
@@ -108,7 +126,7 @@ class PlainProgress:
         print(
             f"[datamill] {self.label} {what}: {self.done:,}/{self.total:,} slots ({pct:.1f}%), "
             f"{self.records:,} records, {rate:,.0f} records/s, elapsed {fmt_duration(elapsed)}, "
-            f"ETA {fmt_duration(eta)}",
+            f"ETA {fmt_duration(eta)}{self.extra}",
             file=self.stream,
             flush=True,
         )

@@ -149,7 +149,8 @@ def cmd_map(args: argparse.Namespace) -> int:
             model["api_key_env"] = args.api_key_env
     elif args.model:
         model = {"model": args.model}  # a GGUF file for the embedded backend
-    for flag, name in (("concurrency", "concurrency"), ("rpm", "rpm"), ("tpm", "tpm"), ("timeout", "timeout_s")):
+    for flag, name in (("concurrency", "concurrency"), ("rpm", "rpm"), ("tpm", "tpm"), ("timeout", "timeout_s"),
+                       ("max_retries", "max_retries")):  # fmt: skip
         if getattr(args, flag) is not None:
             model[name] = getattr(args, flag)
     result = api.map(
@@ -386,6 +387,7 @@ def register(sub: Any) -> None:
     sp.add_argument("--rpm", type=positive, help="requests per minute, run-wide")
     sp.add_argument("--tpm", type=positive, help="tokens per minute, run-wide")
     sp.add_argument("--timeout", type=float, help="seconds per request (default 60)")
+    sp.add_argument("--max-retries", type=non_negative, help="retries of a failed request (default 5; 429s always)")
     sp.add_argument("--max-tokens", type=positive)
     sp.add_argument("--temperature", type=float)
     sp.add_argument("--pack", type=positive, help="rows per request (one shared system prompt)")

@@ -10,6 +10,9 @@ class Progress(Protocol):
 
     def advance(self, slots: int, records: int) -> None: ...
 
+    def note(self, failed: int, requests: int, tokens: float, cost_usd: float) -> None:
+        """Failed slots, and LLM requests, tokens and cost of this invocation, so far."""
+
     def finish(self) -> None: ...
 
 
@@ -20,6 +23,9 @@ class NullProgress:
         pass
 
     def advance(self, slots: int, records: int) -> None:
+        pass
+
+    def note(self, failed: int, requests: int, tokens: float, cost_usd: float) -> None:
         pass
 
     def finish(self) -> None:

@@ -304,8 +304,13 @@ def _execute(
         try:
             if retry_failed:
                 _retry_failed(job, run_dir, bounds, results, summary)
+            failed = summary.slots_failed
             for res in executor.map(job, pending, progress.advance):
                 results.append(res)
+                failed += len(res.failed)
+                spent = [limits.totals(i) for i in slots.values()]
+                progress.note(failed, int(sum(t["requests"] for t in spent)), sum(t["spent_tokens"] for t in spent),
+                              sum(t["spent_usd"] for t in spent))  # fmt: skip
                 summary.parts_run += 1
                 summary.new_slots += res.slots_done + len(res.failed)
                 summary.new_records += res.records

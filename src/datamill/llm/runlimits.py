@@ -176,8 +176,16 @@ class ModelLimits:
         return res
 
     def settle(self, res: Reservation | None, cost: float | None, tokens: float | None) -> None:
-        """Replace a reservation by what the request used (None: unknown, keep the reservation)."""
+        """Replace a reservation by what the request used (None: unknown, keep the reservation).
+
+        Without a budget there is no reservation: what the request used is only counted (for
+        progress displays), never written to the ledger."""
         if res is None:
+            a, b = self._l._a, self._base
+            with self._l._lock:
+                a[b + REQUESTS] += 1
+                a[b + SPENT_COST] += cost or 0.0
+                a[b + SPENT_TOKENS] += tokens or 0.0
             return
         cost = res.cost if cost is None else cost
         tokens = res.tokens if tokens is None else tokens
