@@ -220,3 +220,149 @@ def print_map_bench(result: dict[str, Any]) -> None:
             check = f"  output {'OK' if ok else 'WRONG'} ({c['rows_checked']:,} rows checked)"
         print(f"  {key:<12} {r['items']:>8,} items {r['seconds']:>8.1f}s {r['items_per_s']:>7,.1f}/s "
               f"peak RSS {r['peak_rss_mb']:>4.0f} MB{ratio}{check}")  # fmt: skip
+
+
+# -- packing ---------------------------------------------------------------------------------------
+
+PACK_RULES = " ".join(f"Rule {i}: judge the candidate on its merits and keep the answer short." for i in range(80))
+
+
+def _pack_recipe(src: Path, base_url: str | None, k: int, max_tokens: int, system: str) -> str:
+    model = (f'{{backend: openai, base_url: "{base_url}", model: stub-model, concurrency: 32}}' if base_url
+             else "{threads: 2}")  # fmt: skip
+    return f"""
+name: bench-pack
+seed: 1
+source: {{path: "{src}", key: id}}
+model: {model}
+output: {{part_size: {16 * 3 * 5}}}
+columns:
+  answer: {{llm: {{prompt: "Echo the code {{{{ code }}}} of candidate {{{{ id }}}}.", system: "{system}",
+                   max_tokens: {max_tokens}, pack: {k}}}}}
+"""
+
+
+def _pack_run(src: Path, base_url: str | None, k: int, max_tokens: int, system: str, workdir: str) -> dict[str, Any]:
+    from datamill.engine import LocalExecutor, execute
+    from datamill.llm.telemetry import read_attempts
+    from datamill.recipe import load_text
+    from datamill.store.reader import iter_dataset_lines
+
+    text = _pack_recipe(src, base_url, k, max_tokens, system)
+    out = Path(workdir) / f"k{k}"
+    t0 = time.perf_counter()
+    summary = execute(load_text(text, "bench-pack.yaml", Path(workdir)), text, out, executor=LocalExecutor(1))
+    seconds = time.perf_counter() - t0
+    attempts = [a for a in read_attempts(out / "logs" / "attempts.jsonl") if a.get("status") != "step_down"]
+    sent = [a for a in attempts if a.get("status") != "cached"]
+    rows = [orjson.loads(line) for line in iter_dataset_lines(out)]
+    # An answer is tied to its row when it carries the row's own code (and no other row's).
+    matched = sum(1 for r in rows if isinstance(r.get("answer"), str) and r["code"] in r["answer"])
+    return {
+        "k": k,
+        "rows": len(rows),
+        "failed": summary.slots_failed,
+        "requests": len(sent),
+        "packed_requests": sum(1 for a in sent if int(a.get("pack") or 1) > 1),
+        "fallback_items": sum(1 for a in sent if int(a.get("pack") or 1) == 1 and a.get("status") in ("ok", "repaired"))
+        if k > 1
+        else 0,
+        "prompt_tokens": sum(int(a.get("prompt_tokens") or 0) for a in sent),
+        "completion_tokens": sum(int(a.get("completion_tokens") or 0) for a in sent),
+        "answers_matched": matched,
+        "seconds": seconds,
+    }
+
+
+def run_pack_bench(rows: int, ks: list[int], embedded: bool = False) -> dict[str, Any]:
+    """Prompt tokens sent with ``pack: k`` over rows sharing a ~1K-token system prompt (fake server),
+    or the fallback rate of packing on the embedded model (``embedded``)."""
+    import random
+
+    result: dict[str, Any] = {"rows": rows, "embedded": embedded, "runs": []}
+    server = None
+    base_url = None
+    if not embedded:
+        server = subprocess.Popen([sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip().removeprefix("listening on ")
+    system = PACK_RULES if not embedded else "You repeat codes exactly."
+    try:
+        with tempfile.TemporaryDirectory(prefix="datamill-bench-pack-") as tmp:
+            src = Path(tmp) / "rows.jsonl"
+            rng = random.Random(7)
+            with open(src, "wb") as f:
+                for i in range(rows):
+                    code = f"{rng.randint(0, 36**5):05x}"[:5]
+                    f.write(orjson.dumps({"id": f"c{i}", "code": f"Q{code}"}, option=orjson.OPT_APPEND_NEWLINE))
+            for k in ks:
+                result["runs"].append(in_fork(_pack_run, src, base_url, k, 48 if embedded else 64, system, tmp))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+            if server.stdout is not None:
+                server.stdout.close()
+    base = next((r for r in result["runs"] if r["k"] == 1), None)
+    for r in result["runs"]:
+        r["prompt_tokens_vs_k1"] = round(r["prompt_tokens"] / base["prompt_tokens"], 4) if base else None
+        r["fallback_rate"] = round(r["fallback_items"] / r["rows"], 4) if r["rows"] else None
+    return result
+
+
+def print_pack_bench(result: dict[str, Any]) -> None:
+    where = "embedded SmolLM2-135M" if result["embedded"] else "fake server, ~1K-token shared system prompt"
+    print(f"pack bench: {result['rows']:,} rows, {where}")
+    for r in result["runs"]:
+        vs = "" if r["prompt_tokens_vs_k1"] is None else f" ({r['prompt_tokens_vs_k1']:.3f} of k=1)"
+        print(f"  k={r['k']:<3} {r['requests']:>6,} requests  {r['prompt_tokens']:>10,} prompt tokens{vs}  "
+              f"fallback {r['fallback_rate']:.1%}  answers tied to their row {r['answers_matched']:,}/{r['rows']:,}  "
+              f"{r['seconds']:.1f}s")  # fmt: skip
+
+
+# -- ETA -------------------------------------------------------------------------------------------
+
+
+def run_eta_bench(rows: int, latency_ms: float, concurrency: int, at: float = 0.10) -> dict[str, Any]:
+    """`datamill map` in a subprocess; `status` read from outside once ``at`` of the rows are done:
+    its ETA against the actual remaining time."""
+    from datamill.api import status
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0", "--latency-ms", str(latency_ms)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip().removeprefix("listening on ")
+        with tempfile.TemporaryDirectory(prefix="datamill-bench-eta-") as tmp:
+            src = Path(tmp) / "rows.jsonl"
+            make_rows(src, rows, "jsonl")
+            out = Path(tmp) / "run"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "datamill", "map", str(src), "--prompt", PROMPT.format(text="{{ text }}"),
+                 "--column", "score", "--key", "id", "--out", str(out), "--model-base-url", base_url,
+                 "--model", "stub-model", "--concurrency", str(concurrency), "--progress", "none"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            t0 = time.monotonic()
+            seen: dict[str, Any] = {}
+            while proc.poll() is None:
+                time.sleep(0.25)
+                if seen or not (out / "manifest.json").exists():
+                    continue
+                st = status(out)
+                done = st.summary.slots_done + st.summary.slots_failed
+                if done >= at * rows and st.eta_s is not None:
+                    seen = {"t": time.monotonic() - t0, "done": done, "eta_s": st.eta_s}
+            end = time.monotonic() - t0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+    actual = end - seen["t"]
+    return {"rows": rows, "latency_ms": latency_ms, "concurrency": concurrency, "at": at, "read_at_s": seen["t"],
+            "done_at_read": seen["done"], "eta_s": seen["eta_s"], "actual_remaining_s": actual,
+            "error": abs(seen["eta_s"] - actual) / actual, "run_s": end}  # fmt: skip

@@ -69,6 +69,26 @@ def cmd_bench_map(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_bench_pack(args: argparse.Namespace) -> int:
+    from datamill.bench.map_bench import print_pack_bench, run_pack_bench
+
+    result = run_pack_bench(args.rows, [int(k) for k in args.k.split(",")], embedded=args.embedded)
+    print_pack_bench(result)
+    write_json(args.json, result)
+    return 0
+
+
+def cmd_bench_eta(args: argparse.Namespace) -> int:
+    from datamill.bench.map_bench import run_eta_bench
+
+    r = run_eta_bench(args.rows, args.latency_ms, args.concurrency)
+    print(f"eta bench: map of {r['rows']:,} rows, latency {r['latency_ms']:g} ms, concurrency {r['concurrency']}")
+    print(f"  status read at {r['read_at_s']:.1f}s ({r['done_at_read']:,} rows done): ETA {r['eta_s']:.1f}s")
+    print(f"  actual remaining {r['actual_remaining_s']:.1f}s (run {r['run_s']:.1f}s): error {r['error']:.1%}")
+    write_json(args.json, r)
+    return 0
+
+
 def cmd_bench_verify(args: argparse.Namespace) -> int:
     from datamill.bench.verify_bench import run_verify_bench
 
@@ -194,6 +214,27 @@ def register(sub: Any) -> None:
     mp.add_argument("--no-raw", action="store_true", help="skip the bare client")
     mp.add_argument("--json", help="write the result here")
     mp.set_defaults(fn=cmd_bench_map)
+    pp = bsub.add_parser(
+        "pack",
+        help="prompt tokens and fallbacks of pack: k over rows sharing a long system prompt",
+        epilog="examples:\n  datamill bench pack --rows 800 --k 1,4,8,16\n"
+        "  datamill bench pack --embedded --rows 24 --k 1,4,8   # fallback rate on the embedded model",
+    )
+    pp.add_argument("--rows", type=positive, default=800)
+    pp.add_argument("--k", default="1,4,8,16", help="comma-separated pack sizes")
+    pp.add_argument("--embedded", action="store_true", help="the embedded model instead of the fake server")
+    pp.add_argument("--json", help="write the result here")
+    pp.set_defaults(fn=cmd_bench_pack)
+    ep_ = bsub.add_parser(
+        "eta",
+        help="the ETA `datamill status` gives at 10% of a map, against the actual end",
+        epilog="example: datamill bench eta --rows 20000 --latency-ms 200",
+    )
+    ep_.add_argument("--rows", type=positive, default=20_000)
+    ep_.add_argument("--latency-ms", type=float, default=200.0)
+    ep_.add_argument("--concurrency", type=positive, default=64)
+    ep_.add_argument("--json", help="write the result here")
+    ep_.set_defaults(fn=cmd_bench_eta)
     vp = bsub.add_parser(
         "verify",
         epilog="example: datamill bench verify --n 1000",

@@ -15,6 +15,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -312,8 +313,8 @@ class Recipe(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "1"
     seed: int = Field(0, ge=0)
-    size: int = Field(0, ge=0, description="slots; with a source, defaults to its number of rows")
     source: SourceSpec | None = None
+    size: int = Field(0, description="slots; with a source, defaults to its number of rows")
     params: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column] = Field(min_length=1)
     quotas: dict[str, dict[Scalar, float]] = Field(default_factory=dict)
@@ -323,10 +324,17 @@ class Recipe(_Strict):
     gates: list[GateSpec] = Field(default_factory=list)
     dedup: DedupSpec | None = None
 
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1 and not (v == 0 and info.data.get("source") is not None):  # 0 with a source: every row
+            raise ValueError(f"Input should be greater than or equal to 1, got {v}")
+        return v
+
     @model_validator(mode="after")
     def _sized(self) -> Recipe:
         if self.size == 0 and self.source is None:
-            raise ValueError("size: expected an integer >= 1 (or a source: block, whose rows are the slots)")
+            raise ValueError("size: required (or a source: block, whose rows are the slots)")
         return self
 
     @field_validator("version", mode="before")
