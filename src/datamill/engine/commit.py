@@ -156,6 +156,18 @@ async def arun_range(runner: SlotRunner, run_dir: RunDir, rng: SlotRange) -> Par
     return await loop.run_in_executor(None, commit_part, runner, run_dir, rng, batches, None, t0)
 
 
+def quiet_gc() -> tuple[int, int, int]:
+    """Fewer, cheaper garbage collections while requests are in flight; returns the old thresholds.
+
+    A full collection of a large heap stalls the event loop for ~0.1 s with every reply waiting:
+    objects built so far (the compiled recipe, clients) leave the collector's view, and young
+    collections run less often."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], 20_000), max(threshold[1], 50), max(threshold[2], 1000))
+    return threshold
+
+
 def stream_ranges(
     runner: SlotRunner,
     run_dir: RunDir,
@@ -176,12 +188,8 @@ def stream_ranges(
     todo = list(ranges)
     todo.reverse()
     active: set[asyncio.Task[PartResult]] = set()
-    # A full collection of a large heap stalls the loop for ~0.1 s, with every request's reply
-    # waiting: objects built so far (the compiled recipe, clients) leave the collector's view, and
-    # young collections run less often. Restored when the ranges are done.
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(threshold[0], 20_000), max(threshold[1], 50), max(threshold[2], 1000))
+    # Restored when the ranges are done (a worker process keeps it: it only runs ranges).
+    threshold = quiet_gc()
     try:
         while todo or active:
             while todo and len(active) < window:
@@ -221,6 +229,7 @@ __all__ = [
     "commit_part",
     "committed_results",
     "pending_ranges",
+    "quiet_gc",
     "remove_stale_temps",
     "retry_failed",
     "run_range",

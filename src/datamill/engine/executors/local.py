@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from datamill.engine.commit import PartResult
+from datamill.engine.commit import PartResult, quiet_gc
 from datamill.engine.executors import base
 from datamill.engine.executors.base import Executor, ProgressFn, RangeJob
 from datamill.engine.plan import SlotRange
@@ -36,7 +36,8 @@ def _init_worker(job: RangeJob, counter: Any, limits: Any) -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     _worker_job, _worker_counter = job, counter
     base.SHARED_LIMITS[0] = limits
-    job.runner()  # compile once, before the first range
+    if job.runner().loop is not None:  # compile once, before the first range
+        quiet_gc()
 
 
 def _report(slots: int, records: int) -> None:
