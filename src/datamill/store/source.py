@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,14 +135,14 @@ def scan(path: str | Path, fmt: str = "auto", key: str | None = None, base_dir: 
 
 
 class _Keys:
-    """Duplicate detection in O(rows) 8-byte hashes, confirmed on the exact values."""
+    """Duplicate detection from 8-byte hashes in flat arrays, confirmed on the exact values."""
 
     def __init__(self, key: str | None, display: str) -> None:
         self.key = key
         self.display = display
-        self.hashes: list[int] = []
-        self.rows: list[int] = []  # the row of each hash
-        self.lines: list[int] = []
+        self.hashes = array("Q")
+        self.rows = array("q")  # the row of each hash
+        self.lines = array("q")  # and its line (or row number, for tables)
 
     def check(self, value: Any) -> str | None:
         """Why ``value`` cannot be a key, or None."""
@@ -164,19 +165,21 @@ class _Keys:
         ``values_of(rows)`` returns the exact key values of the given rows (read again only when a
         hash repeats, so the common case never does).
         """
-        seen: dict[int, int] = {}
-        suspects: list[tuple[int, int]] = []
-        for i, h in enumerate(self.hashes):
-            first = seen.setdefault(h, i)
-            if first != i:
-                suspects.append((first, i))
-        if not suspects:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.hashes:
             return []
-        rows = sorted({self.rows[i] for pair in suspects for i in pair})
-        values = values_of(rows)
+        hashes = pa.array(self.hashes, pa.uint64())
+        counts = pc.value_counts(hashes)
+        repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        if len(repeated) == 0:
+            return []
+        at = pc.indices_nonzero(pc.is_in(hashes, value_set=repeated)).to_pylist()
+        values = values_of([self.rows[i] for i in at])
         out = []
         firsts: dict[str, int] = {}
-        for i in sorted({i for pair in suspects for i in pair}):
+        for i in at:  # in row order
             v = str(values[self.rows[i]])
             if v in firsts:
                 out.append((self.rows[i], f"duplicate key {v!r} (first on line {self.lines[firsts[v]]})"))
@@ -583,7 +586,19 @@ class Source:
     def _table_rows(self, n_file: int, skip: int) -> Iterator[dict[str, Any]]:
         info = self.info
         for f in info.files[n_file:]:
-            for batch in _batches(info.format, Path(f)):
+            batches: Iterator[Any]
+            if info.format == "parquet":  # whole row groups are skipped unread
+                import pyarrow.parquet as pq
+
+                pf = pq.ParquetFile(f)
+                first = 0
+                while first < pf.num_row_groups and skip >= (n := pf.metadata.row_group(first).num_rows):
+                    skip -= n
+                    first += 1
+                batches = pf.iter_batches(batch_size=4096, row_groups=list(range(first, pf.num_row_groups)))
+            else:
+                batches = _batches(info.format, Path(f))
+            for batch in batches:
                 if skip >= batch.num_rows:
                     skip -= batch.num_rows
                     continue
