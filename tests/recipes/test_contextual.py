@@ -139,3 +139,155 @@ def test_teacher_text_from_an_llm_column(run_cli, fake_server, tmp_path: Path) -
     for r in recs:
         assert r["teacher_text"].startswith("answer ")  # the fake server's reply, not the template
         assert r["prompt"][:60] in r["teacher_text"]  # it answered this item's own prompt
+
+
+# -- meaning: checked with this file's own parsing, not the generator's ---------------------------
+
+QUESTION = re.compile(r"(?m)^User: (.*)$")
+PASSAGE_SECTION = re.compile(r"(?ms)^Passages:\n(.*?)(?:\n\n|\Z)")
+TOOL_SECTION = re.compile(r"(?ms)^Tools:\n(.*?)(?:\n\n|\Z)")
+CALL_THEN_RESULT = re.compile(r"<tool_call>(.*?)</tool_call>\n<tool_result>(.*?)</tool_result>", re.S)
+INT = re.compile(r"<int>(.*?)</int>", re.S)
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+# Which need names which tool: the words a user says for it (this test's own table).
+NEED_WORDS = {
+    "get_weather": ("outside", "umbrella", "how warm"),
+    "get_stock_price": ("trading at", "shares doing", "a quote"),
+    "lookup_population": ("people live", "by residents", "headcount"),
+    "convert_currency": ("how much is", "convert ", "what is that in"),
+    "get_flight_status": ("flight ", "leave from"),
+    "get_air_quality": ("go running", "breathe easy", "smog"),
+    "get_package_status": ("parcel", "package", "shipped yet"),
+    "get_local_time": ("hour is it", "too late to call", "clock showing"),
+    "get_route": ("how far", "the drive", "drive from"),
+    "get_sun_times": ("get light", "dusk", "daylight"),
+}
+
+
+def numbers(text: str) -> set[str]:
+    out = set()
+    for raw in NUMBER.findall(text):
+        s = raw.rstrip(",").replace(",", "")
+        if "." in s:
+            s = s.rstrip("0").rstrip(".")
+        out.add(s.lstrip("0") or "0")
+    return out
+
+
+def norm(span: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", span.lower()).split())
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z0-9]+", text))
+
+
+def parse_part(part: str) -> dict:
+    """Topic, measure, place and year a question sentence asks about (pools read as data)."""
+    from datamill.recipes.contextual.pools import TOPICS
+
+    topics = [t for t in TOPICS if t in part]
+    assert len(topics) == 1, part
+    measures = [m for m, *_ in TOPICS[topics[0]] if m in part]
+    assert len(measures) == 1, part
+    places = re.findall(r"(?<=[a-z] )[A-Z][a-z]+\b", part)  # a capitalised word inside the sentence
+    assert len(places) == 1, part
+    years = re.findall(r"\b(1[89]\d\d|20\d\d)\b", part)
+    assert len(years) == 1, part
+    return {"topic": topics[0], "measure": measures[0], "place": places[0], "year": years[0]}
+
+
+def answers(passage: str, ask: dict) -> bool:
+    return (ask["topic"] in passage and ask["measure"] in passage
+            and {ask["place"], ask["year"]} <= words(passage))  # fmt: skip
+
+
+def test_passage_items_cite_exactly_the_passages_that_answer(run_cli, run_1k: Path) -> None:
+    recs = [r for r in records(run_cli, run_1k) if r["scenario"] == "passage"]
+    assert len(recs) > 200
+    with_hard_negative = 0
+    for r in recs:
+        prompt, teacher = r["prompt"], r["teacher_text"]
+        section = PASSAGE_SECTION.search(prompt)
+        assert section, prompt[:300]
+        passages = dict(re.findall(r"(?m)^\[(\d+)\] (.+)$", section.group(1)))
+        question = QUESTION.search(prompt).group(1)
+        parts = re.split(r"(?<=[?.])\s+", question.strip())
+        asks = [parse_part(p) for p in parts]
+        answering = []
+        for ask in asks:
+            hits = [n for n, text in passages.items() if answers(text, ask)]
+            assert len(hits) == 1, (question, passages)  # one passage, and only it, answers each part
+            answering.append(hits[0])
+        cited = re.findall(r"[Pp]assage \[(\d+)\]", teacher)
+        spans = INT.findall(teacher)
+        assert cited == answering, (question, teacher)
+        assert len(spans) == len(asks) <= 3
+        for span, n, ask in zip(spans, answering, asks, strict=True):
+            assert numbers(span) == numbers(passages[n]), (span, passages[n])  # the passage's figures, no other
+            assert ask["topic"] in span and ask["measure"] in span and {ask["place"], ask["year"]} <= words(span)
+        # Hard negatives: passages that share the topic and measure or place but do not answer.
+        near = [n for n, text in passages.items() if n not in answering and asks[0]["topic"] in text
+                and (asks[0]["place"] in words(text) or asks[0]["measure"] in text)]  # fmt: skip
+        with_hard_negative += bool(near)
+        # Nothing outside the numbered passages speaks of the asked topic.
+        outside = prompt.replace(section.group(0), "").replace(question, "")
+        assert asks[0]["topic"] not in outside
+    assert with_hard_negative / len(recs) >= 0.95
+
+
+def test_tool_items_call_the_tool_the_need_names_then_answer_from_its_result(run_cli, run_1k: Path) -> None:
+    recs = [r for r in records(run_cli, run_1k) if r["scenario"].startswith("tool")]
+    assert len(recs) > 300
+    for r in recs:
+        prompt, teacher = r["prompt"], r["teacher_text"]
+        question = QUESTION.search(prompt).group(1)
+        listed = {s["name"]: s for s in map(orjson.loads, TOOL_SECTION.search(prompt).group(1).splitlines())}
+        assert "<tool_result>" not in prompt  # results come after the call, not before it
+        pairs = CALL_THEN_RESULT.findall(teacher)
+        assert len(pairs) == teacher.count("<tool_call>") == teacher.count("<tool_result>") >= 1
+        needed = {name for name, kws in NEED_WORDS.items() if any(k in question.lower() for k in kws)}
+        called = [orjson.loads(c)["name"] for c, _ in pairs]
+        assert set(called) == needed and len(called) == len(needed), (question, called)
+        assert len(listed) > len(called)  # the right tool is picked from several
+        assert (len(called) == 1) == (r["scenario"] == "tool_single")
+        subjects, results = [], []
+        for call_text, result_text in pairs:
+            call, result = orjson.loads(call_text), orjson.loads(result_text)
+            schema = listed[call["name"]]
+            assert set(call["arguments"]) == set(schema["parameters"]["required"])
+            for value in call["arguments"].values():
+                assert str(value) in question, (value, question)  # arguments come from what the user said
+            assert {k: result[k] for k in call["arguments"]} == call["arguments"]  # the result is for this call
+            subjects += [v for v in call["arguments"].values() if isinstance(v, str)]
+            results.append(result_text)
+        spans = INT.findall(teacher.split("</tool_result>")[-1])
+        assert spans == INT.findall(teacher) and 1 <= len(spans) <= 3
+        for span in spans:
+            assert any(numbers(span) <= numbers(res) for res in results), (span, results)
+            assert any(s in span for s in subjects), (span, subjects)
+        for call_text, _ in pairs:  # every call's result is used
+            args = orjson.loads(call_text)["arguments"]
+            assert any(any(str(v) in s for v in args.values() if isinstance(v, str)) for s in spans), teacher
+
+
+def test_every_span_grounded_distinct_unpadded_and_varied(run_cli, run_1k: Path) -> None:
+    recs = records(run_cli, run_1k)
+    spans_seen = 0
+    for r in recs:
+        spans = INT.findall(r["teacher_text"])
+        context = "".join(m.group(1) for m in PASSAGE_SECTION.finditer(r["prompt"]))
+        context += "".join(res for _, res in CALL_THEN_RESULT.findall(r["teacher_text"]))
+        for span in spans:
+            assert numbers(span) <= numbers(context), (span, r["sample_id"])
+            assert not span.endswith("as reported")
+        assert len({norm(s) for s in spans}) == len(spans)
+        spans_seen += len(spans)
+    assert spans_seen > 1200
+    templates = {r["question_template"] for r in recs if ":" in r["question_template"]}  # eligible items
+    phrasings = {p for t in templates for p in t.split(":", 1)[1].split("+")}
+    assert len(phrasings) >= 40 and len(templates) >= 200
+    tools = {
+        orjson.loads(c)["name"] for r in recs for c in re.findall(r"<tool_call>(.*?)</tool_call>", r["teacher_text"])
+    }
+    assert len(tools) == 10

@@ -41,6 +41,7 @@ def evaluate(gates: list[GateSpec], metrics: dict[str, Any]) -> list[dict[str, A
     """One result per gate: the value found, whether it passed, and why not."""
     results = []
     for g in gates:
+        assert g.metric is not None  # set by GateSpec's validator for content checks
         value = metrics.get(g.metric)
         res: dict[str, Any] = {"metric": g.metric, "min": g.min, "max": g.max, "severity": g.severity, "value": value}
         if not isinstance(value, (int, float)) or isinstance(value, bool):

@@ -24,6 +24,7 @@ import orjson
 from datamill.errors import InputError
 from datamill.quality import extensions
 from datamill.quality import metrics as m
+from datamill.quality.content import ContentCheck
 from datamill.quality.gates import evaluate
 from datamill.recipe.model import GateSpec
 from datamill.store import RunDir
@@ -132,6 +133,7 @@ def verify(
     n = 0
     ext_params = {**((manifest or {}).get("recipe", {}).get("params") or {}), **(params or {})}
     extension: Any = None
+    checks = [ContentCheck(g) for g in gates or [] if g.check is not None]
     pool = ThreadPoolExecutor(max_workers=1) if counter is not None else None
     inflight: list[Future[None]] = []
 
@@ -159,6 +161,12 @@ def verify(
         n += 1
         if n == 1:
             extension = extensions.for_record(rec, ext_params)
+            if extension is not None and not checks:  # the recipe's own content gates, unless some are declared
+                checks = [ContentCheck(g) for g in getattr(extension, "content_gates", lambda: [])()]
+        if checks:
+            cache: dict[Any, Any] = {}
+            for check in checks:
+                check.add(rec, cache)
         if extension is not None:
             extension.add(rec)
         sid = rec.get("sample_id")
@@ -261,10 +269,25 @@ def verify(
             flat[f"mutual_information.{a}.{cat_keys[j]}"] = round(_mi(pairs), 4)
     seconds = time.perf_counter() - t0
     flat["time_per_100_items"] = round(seconds / n * 100, 4)
-    all_gates = list(gates or [])
+    for check in checks:
+        flat[check.name] = check.share()
+    all_gates = [g for g in gates or [] if g.check is None] + [c.spec for c in checks]
     if perf_budget_sec_per_100 is not None:
         all_gates.append(GateSpec(metric="time_per_100_items", max=perf_budget_sec_per_100, severity="warn"))
     gate_results = evaluate(all_gates, flat)
+    content = {c.name: c.summary() for c in checks}
+    for res in gate_results:
+        found = content.get(res["metric"])
+        if found is None:
+            continue
+        if found["spans"] == 0:
+            res["reason"] = "no spans found: check the gate's spans: field and pattern"
+        elif not res["passed"] and found["examples"]:
+            ex = found["examples"][0]
+            res["reason"] += (
+                f"; {found['failed_spans']} of {found['spans']} spans fail, e.g. {ex['sample_id']}: {ex['reason']}"
+            )
+        res["examples"] = found["examples"]
     ext_header: dict[str, Any] = {}
     ext_summary: dict[str, Any] = {}
     if extension is not None:
@@ -296,6 +319,7 @@ def verify(
             "time_per_100_items": flat["time_per_100_items"],
             "tokenizer": str(counter.path) if counter else None,
             "gates": gate_results,
+            "content": content,
             "passed": not dups and all(g["passed"] or g["severity"] == "warn" for g in gate_results),
             **ext_summary,
         },

@@ -7,6 +7,7 @@ so every error can still point at the line that caused it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -272,18 +273,82 @@ class Output(_Strict):
     part_size: int = Field(1000, ge=1, description="slots per part")
 
 
-class GateSpec(_Strict):
-    """A bound on a quality metric: ``{metric: tokens.prompt.p90, max: 8000, severity: warn}``."""
+class TextSource(_Strict):
+    """Where a content check reads text: a record field, and optionally a regex over it.
 
-    metric: str = Field(min_length=1)
+    With a pattern, the texts are its matches (the first group that took part in the match, else
+    the whole match); without one, the field's whole value. A bare string is shorthand for ``{field: ...}``.
+    """
+
+    field: str = Field(min_length=1)
+    pattern: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"field": v} if isinstance(v, str) else v
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"expected a regular expression, got {v!r}: {exc}") from None
+        return v
+
+
+CONTENT_CHECKS = ("grounded", "relevant", "distinct_spans")
+
+
+class JudgeSpec(_Strict):
+    """``judge: {model: {...}, prompt: ...}``: an LLM says yes or no per span (the ``relevant`` check)."""
+
+    model: ModelSpec
+    prompt: str | None = Field(None, description="with {question} and {span}; default: a yes/no relevance question")
+    max_spans: int = Field(200, ge=1, description="spans sent to the judge, a deterministic sample")
+
+
+class GateSpec(_Strict):
+    """A bound on a quality metric: ``{metric: tokens.prompt.p90, max: 8000, severity: warn}``.
+
+    A content gate names a ``check`` instead (``grounded``, ``relevant``, ``distinct_spans``) and
+    where its spans, context and question are; its metric is the share of spans that pass
+    (``content.<check>`` unless ``metric`` names it), bounded by ``min: 1.0`` unless told otherwise.
+    """
+
+    metric: str | None = Field(None, min_length=1)
     min: float | None = None
     max: float | None = None
     severity: Literal["fail", "warn"] = "fail"
+    check: Literal["grounded", "relevant", "distinct_spans"] | None = None
+    spans: TextSource | None = None
+    context: list[TextSource] = Field(default_factory=list)
+    question: TextSource | None = None
+    min_overlap: float = Field(default=1.0, gt=0, le=1, description="relevant: share of key terms a span names")
+    judge: JudgeSpec | None = None
 
     @model_validator(mode="after")
     def _bounded(self) -> GateSpec:
+        if self.check is None:
+            if self.metric is None:
+                raise ValueError("expected metric (a bound on a report metric) or check (a content check)")
+            if self.min is None and self.max is None:
+                raise ValueError("expected min, max or both")
+            return self
+        if self.spans is None:
+            raise ValueError(f"check {self.check}: expected spans: {{field, pattern}} (where the spans are)")
+        if self.check in ("grounded", "relevant") and not self.context:
+            raise ValueError(f"check {self.check}: expected context: a list of {{field, pattern}}")
+        if self.check == "relevant" and self.question is None:
+            raise ValueError("check relevant: expected question: {field, pattern}")
+        if self.judge is not None and self.check != "relevant":
+            raise ValueError("judge: only the relevant check takes a judge")
+        if self.metric is None:
+            object.__setattr__(self, "metric", f"content.{self.check}" + (".judge" if self.judge else ""))
         if self.min is None and self.max is None:
-            raise ValueError("expected min, max or both")
+            object.__setattr__(self, "min", 1.0)
         return self
 
 

@@ -6,6 +6,12 @@ Header: ``num_eligible, num_controls, num_negative_controls``. Summary: ``long_c
 ``integration_spans_over_cap_items``, ``top_regex_offenders``. Gates: the long-context quota
 (N >= 1000) and more than 10% of eligible items over the span cap are warnings; duplicate
 sample_ids and the perf budget are handled by verify itself (fail and warn).
+
+Variety: ``distinct_question_templates`` (from each item's ``question_template``, when present)
+and ``distinct_question_phrasings`` (the single phrasings those combine), ``distinct_tool_schemas``
+(the JSON schema lines under ``Tools:`` in the prompts), with the
+``tools_called`` histogram. Content: when no content gate is declared, verify applies the
+built-in recipe's own (``grounded``, ``relevant``, ``distinct_spans``; see :meth:`content_gates`).
 """
 
 from __future__ import annotations
@@ -13,8 +19,12 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from functools import cache
 from typing import Any
 
+import orjson
+
+from datamill.recipe.model import GateSpec
 from datamill.recipes.contextual import INT_SPAN, MARKUP, TOOL_CALL
 
 QUOTA = (0.02, 0.05)
@@ -26,6 +36,17 @@ CHECKS: dict[str, re.Pattern[str]] = {
     "markup": MARKUP,
     "unbalanced_int": re.compile(r"<int>(?:(?!</int>).)*$", re.S),
 }
+TOOLS_SECTION = re.compile(r"(?ms)^Tools:\n(.*?)(?:\n\n|\Z)")
+
+
+@cache
+def _builtin_gates() -> tuple[GateSpec, ...]:
+    from datamill.recipe import load_file
+    from datamill.recipes import builtin_path
+
+    path = builtin_path("contextual")
+    assert path is not None
+    return tuple(g for g in load_file(path).recipe.gates if g.check is not None)
 
 
 class ContextualReport:
@@ -40,6 +61,13 @@ class ContextualReport:
         self.prompt_tokens: list[int] = []
         self.regex_time: dict[str, float] = {name: 0.0 for name in CHECKS}
         self.regex_hits: Counter[str] = Counter()
+        self.templates: Counter[str] = Counter()
+        self.schemas: set[bytes] = set()
+        self.called: Counter[str] = Counter()
+
+    def content_gates(self) -> list[GateSpec]:
+        """The built-in recipe's content gates (its recipe.yaml), for items verified without a recipe."""
+        return list(_builtin_gates())
 
     def add(self, rec: dict[str, Any]) -> None:
         text = rec.get("teacher_text") or ""
@@ -64,6 +92,21 @@ class ContextualReport:
                     self.over_cap.append(str(rec.get("sample_id")))
         if rec.get("long_context"):
             self.long += 1
+        if isinstance(rec.get("question_template"), str):
+            self.templates[rec["question_template"]] += 1
+        if counts["tool_call"]:
+            section = TOOLS_SECTION.search(rec.get("prompt") or "")
+            for line in section.group(1).splitlines() if section else []:
+                try:
+                    self.schemas.add(orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS))
+                except orjson.JSONDecodeError:
+                    continue
+            for body in TOOL_CALL.findall(text):
+                try:
+                    call = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    continue
+                self.called[str(call.get("name")) if isinstance(call, dict) else "?"] += 1
         if isinstance(rec.get("prompt_tokens"), int):
             self.prompt_tokens.append(rec["prompt_tokens"])
 
@@ -93,6 +136,10 @@ class ContextualReport:
             "integration_span_cap": self.cap,
             "integration_spans_over_cap_count": self.over_cap_count,
             "integration_spans_over_cap_items": self.over_cap,
+            "distinct_question_templates": len(self.templates),
+            "distinct_question_phrasings": len({p for t in self.templates for p in t.split(":", 1)[-1].split("+")}),
+            "distinct_tool_schemas": len(self.schemas),
+            "tools_called": dict(sorted(self.called.items())),
             "top_regex_offenders": [
                 {"pattern": name, "seconds": round(sec, 5), "matches": self.regex_hits[name]} for name, sec in offenders
             ],

@@ -49,6 +49,7 @@ def _process(batch: list[dict[str, Any]], counter: TokenCounter) -> list[dict[st
             "control": rec["control"],
             "negative_control": rec["negative_control"],
             "long_context": rec["long_context"],
+            **({"question_template": rec["question_template"]} if "question_template" in rec else {}),
             "prompt": rec["prompt"],
             "teacher_text": rec["teacher_text"],
             "teacher_clean": clean,
