@@ -284,8 +284,10 @@ def verify(
             res["reason"] = "no spans found: check the gate's spans: field and pattern"
         elif not res["passed"] and found["examples"]:
             ex = found["examples"][0]
+            missing = f" (missing {', '.join(map(str, ex['missing']))})" if ex.get("missing") else ""
             res["reason"] += (
-                f"; {found['failed_spans']} of {found['spans']} spans fail, e.g. {ex['sample_id']}: {ex['reason']}"
+                f"; {found['failed_spans']} of {found['spans']} spans fail,"
+                f" e.g. {ex['sample_id']}: {ex['reason']}{missing}"
             )
         res["examples"] = found["examples"]
     ext_header: dict[str, Any] = {}

@@ -7,7 +7,7 @@ Header: ``num_eligible, num_controls, num_negative_controls``. Summary: ``long_c
 (N >= 1000) and more than 10% of eligible items over the span cap are warnings; duplicate
 sample_ids and the perf budget are handled by verify itself (fail and warn).
 
-Variety: ``distinct_question_templates`` (from each item's ``question_template``, when present)
+Variety: ``distinct_question_templates`` (each eligible item's ``question_template``, when present)
 and ``distinct_question_phrasings`` (the single phrasings those combine), ``distinct_tool_schemas``
 (the JSON schema lines under ``Tools:`` in the prompts), with the
 ``tools_called`` histogram. Content: when no content gate is declared, verify applies the
@@ -84,6 +84,8 @@ class ContextualReport:
             self.negatives += 1
         else:
             self.eligible += 1
+            if isinstance(rec.get("question_template"), str):
+                self.templates[rec["question_template"]] += 1
             spans = counts["integration_span"]
             self.span_hist[spans] += 1
             if spans > self.cap:
@@ -92,8 +94,6 @@ class ContextualReport:
                     self.over_cap.append(str(rec.get("sample_id")))
         if rec.get("long_context"):
             self.long += 1
-        if isinstance(rec.get("question_template"), str):
-            self.templates[rec["question_template"]] += 1
         if counts["tool_call"]:
             section = TOOLS_SECTION.search(rec.get("prompt") or "")
             for line in section.group(1).splitlines() if section else []:
