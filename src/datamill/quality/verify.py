@@ -26,6 +26,7 @@ from datamill.quality import extensions
 from datamill.quality import metrics as m
 from datamill.quality.content import ContentCheck
 from datamill.quality.gates import evaluate
+from datamill.quality.judge import JudgeCheck
 from datamill.recipe.model import GateSpec
 from datamill.store import RunDir
 from datamill.store.reader import complete_parts, iter_dataset_lines
@@ -95,6 +96,10 @@ def _mi(pairs: Counter[tuple[Any, Any]]) -> float:
     return sum((c / n) * math.log2(c * n / (a[x] * b[y])) for (x, y), c in pairs.items()) if n else 0.0
 
 
+def _content_check(spec: GateSpec) -> ContentCheck:
+    return JudgeCheck(spec) if spec.judge is not None else ContentCheck(spec)
+
+
 class _Field:
     __slots__ = ("chars", "sample", "seen", "tokens")
 
@@ -133,7 +138,7 @@ def verify(
     n = 0
     ext_params = {**((manifest or {}).get("recipe", {}).get("params") or {}), **(params or {})}
     extension: Any = None
-    checks = [ContentCheck(g) for g in gates or [] if g.check is not None]
+    checks = [_content_check(g) for g in gates or [] if g.check is not None]
     pool = ThreadPoolExecutor(max_workers=1) if counter is not None else None
     inflight: list[Future[None]] = []
 
@@ -162,7 +167,7 @@ def verify(
         if n == 1:
             extension = extensions.for_record(rec, ext_params)
             if extension is not None and not checks:  # the recipe's own content gates, unless some are declared
-                checks = [ContentCheck(g) for g in getattr(extension, "content_gates", lambda: [])()]
+                checks = [_content_check(g) for g in getattr(extension, "content_gates", lambda: [])()]
         if checks:
             cache: dict[Any, Any] = {}
             for check in checks:
@@ -270,6 +275,8 @@ def verify(
     seconds = time.perf_counter() - t0
     flat["time_per_100_items"] = round(seconds / n * 100, 4)
     for check in checks:
+        if isinstance(check, JudgeCheck):
+            check.run()
         flat[check.name] = check.share()
     all_gates = [g for g in gates or [] if g.check is None] + [c.spec for c in checks]
     if perf_budget_sec_per_100 is not None:
