@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +16,46 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["DATAMILL_PROGRESS_INTERVAL"] = "3600"
     return env
+
+
+class ScriptedServer:
+    """A loopback OpenAI-compatible chat server whose reply is ``reply(last user message)``.
+
+    For tests whose model follows a rule of the test's own (a judge, a teacher); ``asked`` keeps
+    every message it got. Runs in a thread; ``close()`` stops it.
+    """
+
+    def __init__(self, reply: Callable[[str], str]) -> None:
+        import http.server
+        import threading
+
+        asked = self.asked = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                text = body["messages"][-1]["content"]
+                asked.append(text)
+                out = orjson.dumps({"id": "s", "object": "chat.completion", "model": "scripted",
+                                    "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": reply(text)}}],
+                                    "usage": {"prompt_tokens": 10, "completion_tokens": 2}})  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class FakeServerProc:

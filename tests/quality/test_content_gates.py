@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from helpers import ScriptedServer
+
 INT = re.compile(r"<int>(.*?)</int>", re.S)
 PASSAGE_SECTION = re.compile(r"(?ms)^Passages:\n(.*?)(?:\n\n|\Z)")
 QUESTION = re.compile(r"(?m)^User: (.*)$")
@@ -184,51 +186,15 @@ def test_malformed_content_gates_are_refused(run_cli, tmp_path: Path, gate: str,
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-class JudgeServer:
-    """A loopback OpenAI-compatible judge with a rule of its own: "yes" when the statement names
-    the question's place (its capitalised word after the first), "Perhaps." when the statement says
-    maybe, "no" otherwise. It records what it was asked."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        asked = self.asked = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = body["messages"][-1]["content"]
-                question = re.search(r"Question: (.*)", text).group(1)
-                statement = re.search(r"Statement: (.*)", text).group(1)
-                asked.append((question, statement))
-                places = re.findall(r"(?<=[a-z] )[A-Z][a-z]+", question)
-                if "maybe" in statement:
-                    reply = "Perhaps."
-                elif places and all(p in statement for p in places):
-                    reply = "Yes."
-                else:
-                    reply = "No, it does not."
-                out = orjson.dumps({"id": "j", "object": "chat.completion", "model": "judge",
-                                    "choices": [{"index": 0, "finish_reason": "stop",
-                                                 "message": {"role": "assistant", "content": reply}}],
-                                    "usage": {"prompt_tokens": 10, "completion_tokens": 2}})  # fmt: skip
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def judge_rule(text: str) -> str:
+    """This test's judge: "yes" when the statement names the question's place (its capitalised
+    word after the first), "Perhaps." when the statement says maybe, "no" otherwise."""
+    question = re.search(r"Question: (.*)", text).group(1)
+    statement = re.search(r"Statement: (.*)", text).group(1)
+    places = re.findall(r"(?<=[a-z] )[A-Z][a-z]+", question)
+    if "maybe" in statement:
+        return "Perhaps."
+    return "Yes." if places and all(p in statement for p in places) else "No, it does not."
 
 
 JUDGED = [*QA, {"sample_id": "e", "context": "Oslo is 40 km away.", "question": "How far is Oslo?",
@@ -237,7 +203,7 @@ JUDGED = [*QA, {"sample_id": "e", "context": "Oslo is 40 km away.", "question": 
 
 @pytest.mark.parametrize("max_spans", [200, 2])
 def test_relevance_by_an_llm_judge(run_cli, tmp_path: Path, max_spans: int) -> None:
-    judge = JudgeServer()
+    judge = ScriptedServer(judge_rule)
     try:
         data = tmp_path / "qa.jsonl"
         data.write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in JUDGED))
@@ -254,8 +220,9 @@ def test_relevance_by_an_llm_judge(run_cli, tmp_path: Path, max_spans: int) -> N
     finally:
         judge.close()
     by_pair = {(r["question"], r["answer"]): r["sample_id"] for r in JUDGED}
-    judged = {by_pair[pair] for pair in judge.asked}  # every request is one of the data's spans
-    assert len(judge.asked) == len(judged) == min(max_spans, 5) == c["judged_spans"] == c["spans"]
+    asked = [(re.search(r"Question: (.*)", t).group(1), re.search(r"Statement: (.*)", t).group(1)) for t in judge.asked]
+    judged = {by_pair[pair] for pair in asked}  # every request is one of the data's spans
+    assert len(asked) == len(judged) == min(max_spans, 5) == c["judged_spans"] == c["spans"]
     assert c["spans_seen"] == 5
     # The verdicts this test expects: a, b, d name the question's place; c does not; e hedges.
     verdict = {"a": "yes", "b": "yes", "c": "no", "d": "yes", "e": "unclear"}

@@ -10,6 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from datamill.tokenize import export_smollm2
+from helpers import ScriptedServer
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +127,79 @@ def test_extracted_token_offsets_decode_back_to_the_marked_text(run_cli, run_1k:
     assert checked > 1500
 
 
-def test_teacher_text_from_an_llm_column(run_cli, fake_server, tmp_path: Path) -> None:
-    srv = fake_server()
+def llm_teacher_recipe(tmp_path: Path, base_url: str) -> Path:
     recipe = Path(__file__).resolve().parents[2] / "examples" / "contextual-llm-teacher.yaml"
     local = tmp_path / "r.yaml"
-    local.write_text(recipe.read_text().replace("http://127.0.0.1:8900/v1", srv.base_url))
+    local.write_text(recipe.read_text().replace("http://127.0.0.1:8900/v1", base_url))
+    return local
+
+
+def test_teacher_text_from_an_llm_column(run_cli, fake_server, tmp_path: Path) -> None:
+    srv = fake_server()
     out = tmp_path / "run"
-    res = run_cli("run", str(local), "--size", "20", "--out", str(out))
+    res = run_cli("run", str(llm_teacher_recipe(tmp_path, srv.base_url)), "--size", "20", "--out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
     recs = records(run_cli, out)
     assert len(recs) == 20 and srv.stats()["requests"] == 20
     for r in recs:
-        assert r["teacher_text"].startswith("answer ")  # the fake server's reply, not the template
-        assert r["prompt"][:60] in r["teacher_text"]  # it answered this item's own prompt
+        brief, prefix = r["teacher_brief"], r["teacher_prefix"]
+        answer = r["teacher_text"].removeprefix(prefix)
+        assert r["teacher_text"].startswith(prefix) and answer.startswith("answer ")  # the server's reply
+        assert brief[:60] in answer  # it answered this item's own brief
+        # The brief is the scenario without background: the prompt's question, its passages or the results.
+        assert "Background records" not in brief and len(brief) < 2500
+        assert QUESTION.search(brief).group(1) == QUESTION.search(r["prompt"]).group(1)
+        section = PASSAGE_SECTION.search(r["prompt"])
+        if r["scenario"] == "passage":
+            assert section.group(0) in brief
+        if r["scenario"].startswith("tool"):
+            results = [res for _, res in CALL_THEN_RESULT.findall(prefix)]
+            assert results and "Tool results:\n" + "\n".join(results) in brief
+        else:
+            assert prefix == ""
+
+
+def naive_teacher(brief: str) -> str:
+    """A teacher with this test's own rule: cite passage [1] whatever was asked; for tools, restate the
+    question with every result; use no unrelated passage."""
+    passages = PASSAGE_SECTION.search(brief)
+    if passages:
+        first = re.search(r"(?m)^\[1\] (.+)$", passages.group(1)).group(1)
+        return f"From passage [1], <int>{first.rstrip('.')}</int>."
+    if "Tool results:" in brief:
+        results = [orjson.loads(x) for x in brief.split("Tool results:\n", 1)[1].split("\n\n")[0].splitlines()]
+        facts = "; ".join(", ".join(f"{k} {v}" for k, v in res.items()) for res in results)
+        return f"<int>{QUESTION.search(brief).group(1)} {facts}</int>"
+    return "Speaking generally, it depends on the place."
+
+
+def test_an_llm_teacher_is_checked_by_the_same_gates(run_cli, tmp_path: Path) -> None:
+    srv = ScriptedServer(naive_teacher)
+    try:
+        out = tmp_path / "run"
+        res = run_cli("run", str(llm_teacher_recipe(tmp_path, srv.base_url)), "--size", "120", "--out", str(out))
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        srv.close()
+    recs = records(run_cli, out)
+    passage = [r for r in recs if r["scenario"] == "passage"]
+    tools = [r for r in recs if r["scenario"].startswith("tool")]
+    # This test's own reading: passage [1] is relevant when it answers one of the question's sentences.
+    off = []
+    for r in passage:
+        first = re.search(r"(?m)^\[1\] (.+)$", PASSAGE_SECTION.search(r["prompt"]).group(1)).group(1)
+        asks = [parse_part(p) for p in re.split(r"(?<=[?.])\s+", QUESTION.search(r["prompt"]).group(1).strip())]
+        if not any(answers(first, ask) for ask in asks):
+            off.append(r["sample_id"])
+    assert 0 < len(off) < len(passage)
+    report = tmp_path / "v.json"
+    res = run_cli("verify", str(out), "--no-tokens", "--report", str(report))
+    assert res.returncode == 1, res.stdout  # the recipe's relevance gate fails: the teacher cites whatever is first
+    c = orjson.loads(report.read_bytes())["summary"]["content"]
+    assert c["content.relevant"]["spans"] == len(passage) + len(tools)
+    assert c["content.relevant"]["failed_spans"] == len(off)
+    assert {e["sample_id"] for e in c["content.relevant"]["examples"]} <= set(off)
+    assert c["content.grounded"]["share"] == c["content.distinct_spans"]["share"] == 1.0
 
 
 # -- meaning: checked with this file's own parsing, not the generator's ---------------------------

@@ -288,7 +288,7 @@ def verify(
         if found is None:
             continue
         if found["spans"] == 0:
-            res["reason"] = "no spans found: check the gate's spans: field and pattern"
+            res["reason"] = "no spans in any record: the data has none, or spans: names the wrong field or pattern"
         elif not res["passed"] and found["examples"]:
             ex = found["examples"][0]
             missing = f" (missing {', '.join(map(str, ex['missing']))})" if ex.get("missing") else ""

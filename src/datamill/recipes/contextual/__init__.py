@@ -87,6 +87,7 @@ _SYMBOL_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 PASSAGES_HEADER = "Passages:"
 TOOLS_HEADER = "Tools:"
 USER_PREFIX = "User: "
+LLM_TOOL_INSTRUCTION = "The tools the user's request needs were called; their results follow. Answer from them."
 
 
 def _name(rng: Any, parts: int = 2) -> str:
@@ -139,6 +140,8 @@ class _Scenario:
         self.question = ""
         self.teacher = ""
         self.template = ""  # the question templates used, joined with "+"
+        self.prefix = ""  # the teacher's turns before its answer: tool calls and their results
+        self.results: list[str] = []  # the tool results, as JSON lines
         self.avoid: frozenset[str] = frozenset()  # topics the background must not touch
 
 
@@ -303,11 +306,13 @@ def _tool_scenario(rng: Any, n_tools: int, cap: int) -> _Scenario:
         # A space before the closing brace keeps the arguments object on token boundaries.
         call = f'{{"name": {orjson.dumps(name).decode()}, "arguments": {orjson.dumps(args).decode()} }}'
         turns.append(f"<tool_call>{call}</tool_call>\n<tool_result>{orjson.dumps(result).decode()}</tool_result>")
+        sc.results.append(orjson.dumps(result).decode())
         answer += [f"<int>{spec['facets'][k].format(**result)}</int>" for k in facet_ids[:take]]
     sc.question = " ".join(needs)
     sc.template = "tool:" + "+".join(ids)
     lead = rng.choice(["Here is what I found: ", "From the results, ", "The tools say ", "Per the results, "])
-    sc.teacher = "\n".join(turns) + "\n" + lead + "; ".join(answer) + "." + rng.choice(TOOL_CLOSERS)
+    sc.prefix = "\n".join(turns) + "\n"
+    sc.teacher = sc.prefix + lead + "; ".join(answer) + "." + rng.choice(TOOL_CLOSERS)
     return sc
 
 
@@ -354,7 +359,7 @@ def generate(ctx: GeneratorContext) -> Iterator[dict[str, Any]]:
             head += "\n\nBackground records:\n" + _filler(rng, want - len(head) - len(tail), sc.avoid)
     if bucket == "long" and ctx.params.get("tokenizer_check", True):
         head = _grow_to_tokens(rng, head, tail, ctx.params.get("tokenizer"), sc.avoid)
-    yield {
+    record = {
         # The slot's shard in the canonical layout of ``shard_count`` shards: the same whatever
         # --num-shards the run used, and equal to --shard-index when the run used that layout.
         "shard_index": ctx.slot * int(ctx.params.get("shard_count", 10)) // max(1, ctx.size),
@@ -366,6 +371,21 @@ def generate(ctx: GeneratorContext) -> Iterator[dict[str, Any]]:
         "long_context": bucket == "long",
         "question_template": sc.template,
     }
+    if ctx.params.get("llm_teacher"):
+        record["teacher_brief"], record["teacher_prefix"] = _brief(sc), sc.prefix
+    yield record
+
+
+def _brief(sc: _Scenario) -> str:
+    """What a model writing the teacher's answer sees: the scenario without background records.
+
+    For tool items the calls are made already (``teacher_prefix``): the brief gives their results.
+    """
+    if sc.results:
+        parts = [LLM_TOOL_INSTRUCTION, "Tool results:\n" + "\n".join(sc.results)]
+    else:
+        parts = [sc.instruction, *sc.sections]
+    return "\n\n".join([*parts, USER_PREFIX + sc.question])
 
 
 def _grow_to_tokens(rng: Any, head: str, tail: str, tokenizer: str | None, avoid: frozenset[str]) -> str:
