@@ -161,15 +161,22 @@ def test_teacher_text_from_an_llm_column(run_cli, fake_server, tmp_path: Path) -
 
 def naive_teacher(brief: str) -> str:
     """A teacher with this test's own rule: cite passage [1] whatever was asked; for tools, restate the
-    question with every result; use no unrelated passage."""
+    question about each result with all it says; use no unrelated passage."""
     passages = PASSAGE_SECTION.search(brief)
     if passages:
         first = re.search(r"(?m)^\[1\] (.+)$", passages.group(1)).group(1)
         return f"From passage [1], <int>{first.rstrip('.')}</int>."
     if "Tool results:" in brief:
         results = [orjson.loads(x) for x in brief.split("Tool results:\n", 1)[1].split("\n\n")[0].splitlines()]
-        facts = "; ".join(", ".join(f"{k} {v}" for k, v in res.items()) for res in results)
-        return f"<int>{QUESTION.search(brief).group(1)} {facts}</int>"
+        sentences = re.split(r"(?<=[?.!;])\s+", QUESTION.search(brief).group(1))
+        spans = []
+        for res in results:  # one span per result: the user's words about its subject, then all it says
+            subject = next(
+                str(res[k]) for k in ("city", "symbol", "flight", "tracking_id", "origin", "from") if k in res
+            )
+            asked = " ".join(x for x in sentences if subject in x)
+            spans.append(f"<int>{asked} {', '.join(f'{k} {v}' for k, v in res.items())}</int>")
+        return " ".join(spans)
     return "Speaking generally, it depends on the place."
 
 
@@ -196,7 +203,8 @@ def test_an_llm_teacher_is_checked_by_the_same_gates(run_cli, tmp_path: Path) ->
     res = run_cli("verify", str(out), "--no-tokens", "--report", str(report))
     assert res.returncode == 1, res.stdout  # the recipe's relevance gate fails: the teacher cites whatever is first
     c = orjson.loads(report.read_bytes())["summary"]["content"]
-    assert c["content.relevant"]["spans"] == len(passage) + len(tools)
+    tool_spans = sum(len(CALL_THEN_RESULT.findall(r["teacher_text"])) for r in tools)
+    assert c["content.relevant"]["spans"] == len(passage) + tool_spans
     assert c["content.relevant"]["failed_spans"] == len(off)
     assert {e["sample_id"] for e in c["content.relevant"]["examples"]} <= set(off)
     assert c["content.grounded"]["share"] == c["content.distinct_spans"]["share"] == 1.0

@@ -1,7 +1,10 @@
 """Content checks on marked spans, declared as gates (``check:``) by any recipe.
 
 - ``grounded``: every figure in a span (a number: ``1,234``, ``4.2``, the parts of ``2025-03-02``
-  or ``05:22``) appears in the context. A span without figures is grounded.
+  or ``05:22``) appears in the context. With ``within: line``, they must also all be in the line
+  the span is about: the context line that shares the most words (figures aside) with the span,
+  or any of those on a tie. A figure taken from another line is a fact attributed to the wrong
+  thing. A span without figures is grounded.
 - ``relevant``: a span names the question's key terms. Key terms are the question's words that
   also occur in the context (stop words dropped, plurals folded): a word the context never uses
   cannot be cited, so it does not count. A question of several sentences is several parts; a
@@ -109,6 +112,17 @@ def relevance(span: str, question: str, context_terms: set[str]) -> tuple[float 
     return (None, []) if best is None else best
 
 
+def _attributed(span: str, figs: set[str], lines: list[tuple[set[str], set[str]]]) -> bool:
+    """Whether the line the span is about holds all its figures.
+
+    The line it is about shares the most words (figures aside) with it; on a tie, any of those.
+    """
+    words = {t for t in terms(span) if not t.isdigit()}
+    scores = [len(words & line_terms) for _, line_terms in lines]
+    best = max(scores)
+    return any(figs <= line_figs for (line_figs, _), score in zip(lines, scores, strict=True) if score == best)
+
+
 class ContentCheck:
     """One content gate, fed record by record."""
 
@@ -144,11 +158,16 @@ class ContentCheck:
                 seen.add(key)
         elif spec.check == "grounded":
             have = self._context(rec, cache, "figures", figures)
+            lines = self._lines(rec, cache) if spec.within == "line" else []
             for s in spans:
-                missing = sorted(figures(s) - have)
+                figs = figures(s)
+                missing = sorted(figs - have)
                 if missing:
                     failed += 1
                     self._fail(rec, s, reason="figures not in the context", missing=missing)
+                elif lines and figs and not _attributed(s, figs, lines):
+                    failed += 1
+                    self._fail(rec, s, reason="figures not in the line the span is about", missing=[])
         else:  # relevant
             assert spec.question is not None
             question = " ".join(texts(spec.question, rec))
@@ -173,6 +192,15 @@ class ContentCheck:
             for src in self.spec.context:
                 for t in texts(src, rec):
                     got |= fn(t)
+            cache[key] = got
+        return got
+
+    def _lines(self, rec: dict[str, Any], cache: dict[Any, Any]) -> list[tuple[set[str], set[str]]]:
+        key = ("lines", tuple(self.spec.context))
+        got = cache.get(key)
+        if got is None:
+            got = [(figures(line), terms(line)) for src in self.spec.context for t in texts(src, rec)
+                   for line in t.splitlines() if line.strip()]  # fmt: skip
             cache[key] = got
         return got
 

@@ -327,6 +327,9 @@ class GateSpec(_Strict):
     context: list[TextSource] = Field(default_factory=list)
     question: TextSource | None = None
     min_overlap: float = Field(default=1.0, gt=0, le=1, description="relevant: share of key terms a span names")
+    within: Literal["context", "line"] = Field(
+        default="context", description="grounded: a span's figures anywhere in the context, or all in one of its lines"
+    )
     judge: JudgeSpec | None = None
 
     @model_validator(mode="after")

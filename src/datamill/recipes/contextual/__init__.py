@@ -50,6 +50,7 @@ from datamill.recipes.contextual.pools import (
     TOOL_INSTRUCTIONS,
     TOOLS,
     TOPICS,
+    WET_CONDITIONS,
 )
 
 TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
@@ -236,8 +237,10 @@ def _tool_args(rng: Any, name: str) -> dict[str, Any]:
 def _tool_result(rng: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
     """What the tool returns for ``args``: it echoes the request's subject, then the values."""
     if name == "get_weather":
-        return {**args, "temp_c": rng.randint(-10, 35), "condition": rng.choice(CONDITIONS),
-                "precip_mm": round(rng.uniform(0, 30), 1)}  # fmt: skip
+        condition = rng.choice(CONDITIONS)
+        wet = condition in WET_CONDITIONS  # precipitation only with a wet condition
+        return {**args, "temp_c": rng.randint(-10, 35), "condition": condition,
+                "precip_mm": round(rng.uniform(0.5, 30), 1) if wet else 0.0}  # fmt: skip
     if name == "get_stock_price":
         return {**args, "price": round(rng.uniform(5, 900), 2), "change_pct": round(rng.uniform(-9, 9), 2)}
     if name == "lookup_population":

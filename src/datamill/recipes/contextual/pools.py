@@ -200,7 +200,7 @@ FOLLOWUP_TEMPLATES: list[tuple[str, str]] = [
 ANSWER_TEMPLATES: list[str] = [
     "the {measure} for {topic} in {place} was {value} {unit} in {year}",
     "{place} had {a_measure} of {value} {unit} for {topic} in {year}",
-    "in {year} the {measure} for {topic} in {place} came to {value} {unit}",
+    "in {year} the {measure} for {topic} in {place} stood at {value} {unit}",
     "{place} reported {a_measure} of {value} {unit} for {topic} in {year}",
 ]
 # Sentence frames around a cited passage's span: {n} is the passage number
@@ -340,6 +340,7 @@ PASSAGE_INSTRUCTIONS: list[str] = [
 TOOL_CLOSERS: list[str] = ["", " Anything else you need?", " That is the latest the tool has.", " Hope that helps."]
 
 CONDITIONS = ["sunny", "cloudy", "light rain", "fog", "snow", "wind", "clear skies", "overcast skies", "drizzle"]
+WET_CONDITIONS = frozenset({"light rain", "snow", "drizzle"})
 FLIGHT_STATES = ["on time", "delayed", "boarding", "departed", "cancelled"]
 PARCEL_STATES = ["in transit", "out for delivery", "held at the depot", "delivered", "awaiting pickup"]
 CURRENCIES = ["EUR", "USD", "GBP", "JPY", "CHF", "SEK", "NOK", "CAD", "AUD", "INR"]
