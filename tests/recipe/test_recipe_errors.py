@@ -200,6 +200,21 @@ CASES = [
         "model.max_cost_usd",
         "needs prices",
     ),
+    (
+        "content-gate-without-spans",
+        HEAD + "columns:\n  a: {expr: '1'}\ngates:\n  - check: grounded\n    context: [a]\n",
+        7,
+        "gates[0]",
+        "expected spans",
+    ),
+    (
+        "content-gate-bad-pattern",
+        HEAD + "columns:\n  a: {expr: '1'}\ngates:\n  - check: grounded\n    context: [a]\n"
+        "    spans: {field: a, pattern: '(unclosed'}\n",
+        9,
+        "gates[0].spans.pattern",
+        "regular expression",
+    ),
 ]
 
 LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")
