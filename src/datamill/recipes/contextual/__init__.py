@@ -249,8 +249,9 @@ def _tool_result(rng: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
         rate = round(rng.uniform(0.2, 3.0), 4)
         return {**args, "rate": rate, "result": round(args["amount"] * rate, 2)}
     if name == "get_flight_status":
-        return {**args, "status": rng.choice(FLIGHT_STATES), "gate": f"{rng.choice('ABCDEF')}{rng.randint(1, 60)}",
-                "delay_min": rng.randint(0, 240)}  # fmt: skip
+        status = rng.choice(FLIGHT_STATES)
+        delay = rng.randint(15, 240) if status == "delayed" else 0  # only a delayed flight runs late
+        return {**args, "status": status, "gate": f"{rng.choice('ABCDEF')}{rng.randint(1, 60)}", "delay_min": delay}
     if name == "get_air_quality":
         return {**args, "aqi": rng.randint(5, 300), "pm25": round(rng.uniform(1, 150), 1)}
     if name == "get_package_status":
