@@ -410,6 +410,7 @@ def register(sub: Any) -> None:
     sp.add_argument("--sample", type=positive, default=1000, help="slots whose prompts are rendered (default 1000)")
     sp.add_argument("--sample-calls", type=non_negative, default=0, help="send this many sampled requests for real")
     sp.add_argument("--out", help="the run dir: sample calls land in its cache; the estimate is kept there")
+    sp.add_argument("--on-bad-row", choices=["error", "skip"], help="see `datamill run --help`")
     sp.add_argument("--json", action="store_true", help="print as JSON")
     sp.set_defaults(fn=cmd_estimate)
 
