@@ -229,7 +229,7 @@ NEED_WORDS = {
     "get_package_status": ("parcel", "package", "shipped yet"),
     "get_local_time": ("hour is it", "too late to call", "clock showing"),
     "get_route": ("how far", "the drive", "drive from"),
-    "get_sun_times": ("get light", "dusk", "daylight"),
+    "get_sun_times": ("dawn break", "dusk", "daylight"),
 }
 
 
@@ -360,3 +360,27 @@ def test_every_span_grounded_distinct_unpadded_and_varied(run_cli, run_1k: Path)
         orjson.loads(c)["name"] for r in recs for c in re.findall(r"<tool_call>(.*?)</tool_call>", r["teacher_text"])
     }
     assert len(tools) == 10
+
+
+def test_need_phrasings_share_no_word_with_any_tool_result() -> None:
+    """A need's own words (not its arguments) never occur in a result of any tool: an answer is about
+    the request's subject, not about a word that a neighbouring result happens to use. A rare clash
+    fails the relevance gate at 10k items; this finds it from the pools (read as data) at once."""
+    from datamill.recipes.contextual import pools
+
+    result_words: set[str] = set()
+    for values in (pools.CONDITIONS, pools.FLIGHT_STATES, pools.PARCEL_STATES, pools.CURRENCIES):
+        for v in values:
+            result_words |= set(re.findall(r"[a-z0-9]+", v.lower()))
+    keys = ["temp_c", "condition", "precip_mm", "price", "change_pct", "population", "census_year", "rate",
+            "result", "status", "gate", "delay_min", "aqi", "pm25", "eta", "local_time", "utc_offset", "km",
+            "minutes", "sunrise", "sunset", "city", "date", "symbol", "amount", "from", "to", "flight",
+            "tracking_id", "origin", "destination"]  # fmt: skip
+    for k in keys:
+        result_words |= set(k.split("_"))
+    # function words, and "flight", which the flight answers repeat
+    allowed = {"in", "on", "at", "for", "the", "a", "an", "of", "is", "it", "to", "from", "out", "by", "one", "flight"}
+    for name, spec in pools.TOOLS.items():
+        for need, _ in spec["needs"]:
+            words = set(re.findall(r"[a-z0-9]+", re.sub(r"\{[a-z_]+\}", " ", need).lower()))
+            assert not (words & result_words) - allowed, (name, need, words & result_words)

@@ -320,7 +320,7 @@ TOOLS: dict[str, dict[str, Any]] = {
         "parameters": {"city": "string", "date": "string"},
         "facets": ["the sun rises in {city} at {sunrise} on {date}", "the sun sets in {city} at {sunset} on {date}"],
         "needs": [
-            ("When does it get light in {city} on {date}?", [0]),
+            ("When does dawn break in {city} on {date}?", [0]),
             ("I want to photograph dusk in {city} on {date}; when is it?", [1]),
             ("How long is daylight in {city} on {date}?", [0, 1]),
         ],
