@@ -82,6 +82,14 @@ def texts(source: TextSource, rec: dict[str, Any]) -> list[str]:
     return [next((g for g in m.groups() if g is not None), m.group(0)) for m in pat.finditer(value)]
 
 
+def cached_texts(source: TextSource, rec: dict[str, Any], cache: dict[Any, Any]) -> list[str]:
+    """:func:`texts`, once per record and source however many checks read it."""
+    got = cache.get(source)
+    if got is None:
+        got = cache[source] = texts(source, rec)
+    return got
+
+
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
@@ -142,7 +150,7 @@ class ContentCheck:
         """Check ``rec``'s spans; returns them (the LLM judge reuses them)."""
         spec = self.spec
         assert spec.spans is not None
-        spans = texts(spec.spans, rec)
+        spans = cached_texts(spec.spans, rec, cache)
         if not spans:
             return spans
         self.items += 1
@@ -170,7 +178,7 @@ class ContentCheck:
                     self._fail(rec, s, reason="figures not in the line the span is about", missing=[])
         else:  # relevant
             assert spec.question is not None
-            question = " ".join(texts(spec.question, rec))
+            question = " ".join(cached_texts(spec.question, rec, cache))
             ctx_terms = self._context(rec, cache, "terms", terms)
             for s in spans:
                 score, missing = relevance(s, question, ctx_terms)
@@ -190,7 +198,7 @@ class ContentCheck:
         if got is None:
             got = set()
             for src in self.spec.context:
-                for t in texts(src, rec):
+                for t in cached_texts(src, rec, cache):
                     got |= fn(t)
             cache[key] = got
         return got
@@ -199,7 +207,7 @@ class ContentCheck:
         key = ("lines", tuple(self.spec.context))
         got = cache.get(key)
         if got is None:
-            got = [(figures(line), terms(line)) for src in self.spec.context for t in texts(src, rec)
+            got = [(figures(line), terms(line)) for src in self.spec.context for t in cached_texts(src, rec, cache)
                    for line in t.splitlines() if line.strip()]  # fmt: skip
             cache[key] = got
         return got

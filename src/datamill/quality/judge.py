@@ -14,7 +14,7 @@ import random
 import re
 from typing import Any
 
-from datamill.quality.content import EXAMPLES, ContentCheck
+from datamill.quality.content import EXAMPLES, ContentCheck, cached_texts
 from datamill.recipe.model import GateSpec
 
 DEFAULT_PROMPT = (
@@ -39,14 +39,12 @@ class JudgeCheck(ContentCheck):
         self._rng = random.Random(0)
 
     def add(self, rec: dict[str, Any], cache: dict[Any, Any]) -> list[str]:
-        from datamill.quality.content import texts
-
         spec = self.spec
         assert spec.spans is not None and spec.question is not None
-        spans = texts(spec.spans, rec)
+        spans = cached_texts(spec.spans, rec, cache)
         if not spans:
             return spans
-        question = " ".join(texts(spec.question, rec))
+        question = " ".join(cached_texts(spec.question, rec, cache))
         self.items += 1
         for span in spans:
             self.seen += 1
