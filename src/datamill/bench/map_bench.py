@@ -181,7 +181,7 @@ def run_map_bench(
         base_url = line.removeprefix("listening on ")
         with tempfile.TemporaryDirectory(prefix="datamill-bench-map-") as tmp:
             path = Path(tmp) / f"rows.{fmt}"
-            make_rows(path, rows, fmt)
+            in_fork(make_rows, path, rows, fmt)  # not in this process: forked measurements would inherit its heap
             result["input_mb"] = round(path.stat().st_size / 2**20, 1)
             if raw:
                 result["raw"] = in_fork(_raw, base_url, path, fmt, concurrency)
