@@ -37,6 +37,10 @@ class RunDirError(InputError):
     """A run dir that this run may not write: another recipe's, or a shard already running."""
 
 
+class SourceError(InputError):
+    """A source that cannot be read: ``FILE:LINE: what is wrong`` (exit 2, nothing written)."""
+
+
 class DataError(DatamillError):
     """Data on disk that breaks an invariant, such as a duplicate sample_id."""
 

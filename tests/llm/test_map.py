@@ -85,11 +85,11 @@ def test_map_writes_every_row_with_its_answer_and_resumes_from_its_recipe(fake_s
 
 
 def test_map_sigkill_at_random_moments_resumes_exactly(fake_server, tmp_path: Path) -> None:
-    rows = write_rows(tmp_path / "in.jsonl", 1500)
-    clean_srv = fake_server("--latency-ms", "20")
+    rows = write_rows(tmp_path / "in.jsonl", 3000)
+    clean_srv = fake_server("--latency-ms", "40")
     clean = tmp_path / "clean"
     assert datamill(*map_args(tmp_path / "in.jsonl", clean, clean_srv.base_url, "--part-size", "100")).returncode == 0
-    srv = fake_server("--latency-ms", "20")
+    srv = fake_server("--latency-ms", "40")
     out = tmp_path / "run"
     env = cli_env() | {"DATAMILL_API_KEY": "sk-test"}
     rng = random.Random(11)

@@ -93,10 +93,14 @@ def test_budget_holds_under_faults_and_sigkill(fake_server, tmp_path: Path) -> N
                                  model={**PRICED, "max_cost_usd": budget, "timeout_s": 0.3}))  # fmt: skip
     out = tmp_path / "run"
     env = cli_env() | {"DATAMILL_API_KEY": "sk-test"}
-    for delay in (0.8, 0.5):  # killed with requests in flight, twice
+    for delay in (0.3, 0.1):  # killed with requests in flight, twice
+        seen = srv.stats()["requests"]
         proc = subprocess.Popen([sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(out),
                                  "--workers", "2", "--progress", "none"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 30  # a loaded machine may take seconds to start: kill once it sends
+        while srv.stats()["requests"] == seen and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

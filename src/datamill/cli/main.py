@@ -16,8 +16,7 @@ from typing import NoReturn
 from datamill import __version__, api
 from datamill.cli import bench, model, quality, run
 from datamill.cli.common import Parser, param_flags
-from datamill.errors import DatamillError, RecipeError
-from datamill.store.source import SourceError
+from datamill.errors import DatamillError, RecipeError, SourceError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,17 +31,13 @@ from typing import Any
 import orjson
 import xxhash
 
-from datamill.errors import InputError
+from datamill.errors import SourceError
 
 STRIDE = 1024  # rows between checkpoints of a text source's index
 FORMATS = ("auto", "jsonl", "csv", "parquet", "hf")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.txt")
 _CHUNK = 1 << 20
 _RUN = 1 << 16  # key hashes sorted at a time when looking for duplicates
-
-
-class SourceError(InputError):
-    """A source that cannot be read: ``FILE:LINE: what is wrong`` (exit 2, nothing written)."""
 
 
 @dataclass(frozen=True)
