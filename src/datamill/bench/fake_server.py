@@ -14,11 +14,14 @@ datamill never writes it anywhere).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import re
+import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -231,6 +234,24 @@ class FakeServer:
         app.router.add_get("/stats", stats)
         app.router.add_post("/reset", reset)
         return app
+
+
+@contextlib.contextmanager
+def running(*args: str) -> Iterator[str]:
+    """``datamill bench serve-fake ARGS`` in its own process on a free loopback port; yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"fake server did not start: {line!r}")
+        yield line.removeprefix("listening on ")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def serve(host: str, port: int, server: FakeServer) -> None:

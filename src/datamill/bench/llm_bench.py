@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from datamill.bench.fake_server import running
 from datamill.forked import in_fork
 
 PROMPT = "Write one sentence about topic {n}"
@@ -111,18 +110,7 @@ def run_llm_bench(n: int, concurrency: int, latency_ms: float, repeat: int = 1) 
 
     import datamill.engine  # noqa: F401
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0", "--latency-ms", str(latency_ms)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"fake server did not start: {line!r}")
-        base_url = line.removeprefix("listening on ")
+    with running("--latency-ms", str(latency_ms)) as base_url:
         root = base_url.removesuffix("/v1")
         runs: dict[str, list[dict[str, Any]]] = {"raw": [], "datamill": []}
         for _ in range(repeat):
@@ -131,11 +119,6 @@ def run_llm_bench(n: int, concurrency: int, latency_ms: float, repeat: int = 1) 
             with tempfile.TemporaryDirectory(prefix="datamill-bench-llm-") as tmp:
                 _reset(root)
                 runs["datamill"].append(in_fork(_datamill, base_url, n, concurrency, tmp))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        if server.stdout is not None:
-            server.stdout.close()
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     for r in best.values():
         r["items_per_s"] = r["items"] / r["seconds"] if r["seconds"] else 0.0

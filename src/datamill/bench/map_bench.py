@@ -17,6 +17,8 @@ is checked against the input, row by row (every row out, in order, input columns
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import resource
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from datamill.bench.fake_server import running
 from datamill.forked import in_fork
 
 PROMPT = "Score this candidate from 1 to 10: {text}"
@@ -166,36 +169,22 @@ def run_map_bench(
 
     import datamill.engine  # noqa: F401
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0", "--latency-ms", str(latency_ms)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
     result: dict[str, Any] = {"rows": rows, "format": fmt, "concurrency": concurrency, "latency_ms": latency_ms}
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"fake server did not start: {line!r}")
-        base_url = line.removeprefix("listening on ")
-        with tempfile.TemporaryDirectory(prefix="datamill-bench-map-") as tmp:
-            path = Path(tmp) / f"rows.{fmt}"
-            in_fork(make_rows, path, rows, fmt)  # not in this process: forked measurements would inherit its heap
-            result["input_mb"] = round(path.stat().st_size / 2**20, 1)
-            if raw:
-                result["raw"] = in_fork(_raw, base_url, path, fmt, concurrency)
-            for w in workers:
-                work = Path(tmp) / f"w{w}"
-                work.mkdir()
-                r = in_fork(_datamill, base_url, path, fmt, concurrency, w, str(work))
-                r["check"] = check_output(work / "run", path, fmt)
-                result[f"datamill_w{w}"] = r
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        if server.stdout is not None:
-            server.stdout.close()
+    with (
+        running("--latency-ms", str(latency_ms)) as base_url,
+        tempfile.TemporaryDirectory(prefix="datamill-bench-map-") as tmp,
+    ):
+        path = Path(tmp) / f"rows.{fmt}"
+        in_fork(make_rows, path, rows, fmt)  # not in this process: forked measurements would inherit its heap
+        result["input_mb"] = round(path.stat().st_size / 2**20, 1)
+        if raw:
+            result["raw"] = in_fork(_raw, base_url, path, fmt, concurrency)
+        for w in workers:
+            work = Path(tmp) / f"w{w}"
+            work.mkdir()
+            r = in_fork(_datamill, base_url, path, fmt, concurrency, w, str(work))
+            r["check"] = check_output(work / "run", path, fmt)
+            result[f"datamill_w{w}"] = r
     for key, r in result.items():
         if isinstance(r, dict) and "seconds" in r:
             r["items_per_s"] = r["items"] / r["seconds"] if r["seconds"] else 0.0
@@ -277,33 +266,19 @@ def _pack_run(src: Path, base_url: str | None, k: int, max_tokens: int, system: 
 def run_pack_bench(rows: int, ks: list[int], embedded: bool = False) -> dict[str, Any]:
     """Prompt tokens sent with ``pack: k`` over rows sharing a ~1K-token system prompt (fake server),
     or the fallback rate of packing on the embedded model (``embedded``)."""
-    import random
-
     result: dict[str, Any] = {"rows": rows, "embedded": embedded, "runs": []}
-    server = None
-    base_url = None
-    if not embedded:
-        server = subprocess.Popen([sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip().removeprefix("listening on ")
     system = PACK_RULES if not embedded else "You repeat codes exactly."
-    try:
-        with tempfile.TemporaryDirectory(prefix="datamill-bench-pack-") as tmp:
-            src = Path(tmp) / "rows.jsonl"
-            rng = random.Random(7)
-            with open(src, "wb") as f:
-                for i in range(rows):
-                    code = f"{rng.randint(0, 36**5):05x}"[:5]
-                    f.write(orjson.dumps({"id": f"c{i}", "code": f"Q{code}"}, option=orjson.OPT_APPEND_NEWLINE))
-            for k in ks:
-                result["runs"].append(in_fork(_pack_run, src, base_url, k, 48 if embedded else 64, system, tmp))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-            if server.stdout is not None:
-                server.stdout.close()
+    with contextlib.ExitStack() as stack:
+        base_url = None if embedded else stack.enter_context(running())
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="datamill-bench-pack-"))
+        src = Path(tmp) / "rows.jsonl"
+        rng = random.Random(7)
+        with open(src, "wb") as f:
+            for i in range(rows):
+                code = f"{rng.randint(0, 36**5):05x}"[:5]
+                f.write(orjson.dumps({"id": f"c{i}", "code": f"Q{code}"}, option=orjson.OPT_APPEND_NEWLINE))
+        for k in ks:
+            result["runs"].append(in_fork(_pack_run, src, base_url, k, 48 if embedded else 64, system, tmp))
     base = next((r for r in result["runs"] if r["k"] == 1), None)
     for r in result["runs"]:
         r["prompt_tokens_vs_k1"] = round(r["prompt_tokens"] / base["prompt_tokens"], 4) if base else None
@@ -329,39 +304,30 @@ def run_eta_bench(rows: int, latency_ms: float, concurrency: int, at: float = 0.
     its ETA against the actual remaining time."""
     from datamill.api import status
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "datamill", "bench", "serve-fake", "--port", "0", "--latency-ms", str(latency_ms)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip().removeprefix("listening on ")
-        with tempfile.TemporaryDirectory(prefix="datamill-bench-eta-") as tmp:
-            src = Path(tmp) / "rows.jsonl"
-            make_rows(src, rows, "jsonl")
-            out = Path(tmp) / "run"
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "datamill", "map", str(src), "--prompt", PROMPT.format(text="{{ text }}"),
-                 "--column", "score", "--key", "id", "--out", str(out), "--model-base-url", base_url,
-                 "--model", "stub-model", "--concurrency", str(concurrency), "--progress", "none"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            t0 = time.monotonic()
-            seen: dict[str, Any] = {}
-            while proc.poll() is None:
-                time.sleep(0.25)
-                if seen or not (out / "manifest.json").exists():
-                    continue
-                st = status(out)
-                done = st.summary.slots_done + st.summary.slots_failed
-                if done >= at * rows and st.eta_s is not None:
-                    seen = {"t": time.monotonic() - t0, "done": done, "eta_s": st.eta_s}
-            end = time.monotonic() - t0
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        if server.stdout is not None:
-            server.stdout.close()
+    with (
+        running("--latency-ms", str(latency_ms)) as base_url,
+        tempfile.TemporaryDirectory(prefix="datamill-bench-eta-") as tmp,
+    ):
+        src = Path(tmp) / "rows.jsonl"
+        make_rows(src, rows, "jsonl")
+        out = Path(tmp) / "run"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "datamill", "map", str(src), "--prompt", PROMPT.format(text="{{ text }}"),
+             "--column", "score", "--key", "id", "--out", str(out), "--model-base-url", base_url,
+             "--model", "stub-model", "--concurrency", str(concurrency), "--progress", "none"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        t0 = time.monotonic()
+        seen: dict[str, Any] = {}
+        while proc.poll() is None:
+            time.sleep(0.25)
+            if seen or not (out / "manifest.json").exists():
+                continue
+            st = status(out)
+            done = st.summary.slots_done + st.summary.slots_failed
+            if done >= at * rows and st.eta_s is not None:
+                seen = {"t": time.monotonic() - t0, "done": done, "eta_s": st.eta_s}
+        end = time.monotonic() - t0
     actual = end - seen["t"]
     return {"rows": rows, "latency_ms": latency_ms, "concurrency": concurrency, "at": at, "read_at_s": seen["t"],
             "done_at_read": seen["done"], "eta_s": seen["eta_s"], "actual_remaining_s": actual,

@@ -142,6 +142,13 @@ class _Keys:
         self.rows = array("q")  # the row of each hash
         self.lines = array("q")  # and its line (or row number, for tables)
 
+    def take(self, value: Any, row: int, line: int) -> str | None:
+        """Record ``value`` as the key of ``row``; or say why it cannot be a key."""
+        problem = self.check(value)
+        if problem is None:
+            self.add(value, row, line)
+        return problem
+
     def check(self, value: Any) -> str | None:
         """Why ``value`` cannot be a key, or None."""
         if value is None:
@@ -260,9 +267,7 @@ def _scan_jsonl(p: Path, key: str | None, display: str) -> SourceInfo:
                     if c not in columns:
                         columns[c] = None
                 if key is not None:
-                    problem = keys.check(obj[key])
-                    if problem is None:
-                        keys.add(obj[key], row, lineno)
+                    problem = keys.take(obj[key], row, lineno)
             if problem:
                 bad.append((row, f"{display}:{lineno}: {problem}"))
             row += 1
@@ -382,9 +387,7 @@ def _scan_csv(p: Path, key: str | None, display: str) -> SourceInfo:
                 index.append((start, lineno))
             problem = _csv_problem(values, len(names))
             if problem is None and key is not None:
-                problem = keys.check(values[key_at])
-                if problem is None:
-                    keys.add(values[key_at], row, lineno)
+                problem = keys.take(values[key_at], row, lineno)
             if problem:
                 bad.append((row, f"{display}:{lineno}: {problem}"))
             row += 1
@@ -503,10 +506,8 @@ def _scan_tables(p: Path, files: list[Path], fmt: str, key: str | None, display:
         for batch in _batches(fmt, f, [key] if key is not None else [names[0]] if names else None):
             if key is not None:
                 for v in batch.column(0).to_pylist():
-                    problem = keys.check(v)
-                    if problem is None:
-                        keys.add(v, row + n, row + n + 1)
-                    else:
+                    problem = keys.take(v, row + n, row + n + 1)
+                    if problem is not None:
                         bad.append((row + n, f"{display}:row {row + n + 1}: {problem}"))
                     n += 1
             else:
