@@ -84,6 +84,24 @@ def test_map_writes_every_row_with_its_answer_and_resumes_from_its_recipe(fake_s
     assert srv.stats()["requests"] == 450
 
 
+def test_map_with_a_schema_file_writes_json_answers(fake_server, tmp_path: Path) -> None:
+    rows = write_rows(tmp_path / "in.jsonl", 60)
+    schema = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10}},
+              "required": ["score"]}  # fmt: skip
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    srv = fake_server()
+    out = tmp_path / "run"
+    res = datamill(*map_args(tmp_path / "in.jsonl", out, srv.base_url, "--schema", str(tmp_path / "schema.json")))
+    assert res.returncode == 0, res.stderr
+    got = records(out)
+    assert [g["sample_id"] for g in got] == [r["id"] for r in rows]
+    assert all(isinstance(g["score"], dict) and 1 <= g["score"]["score"] <= 10 for g in got)
+    bad = datamill(
+        *map_args(tmp_path / "in.jsonl", tmp_path / "x", srv.base_url, "--schema", str(tmp_path / "no.json"))
+    )
+    assert bad.returncode == 2 and "--schema: cannot read" in bad.stderr and not (tmp_path / "x").exists()
+
+
 def test_map_sigkill_at_random_moments_resumes_exactly(fake_server, tmp_path: Path) -> None:
     rows = write_rows(tmp_path / "in.jsonl", 3000)
     clean_srv = fake_server("--latency-ms", "40")
