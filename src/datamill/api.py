@@ -357,7 +357,8 @@ def map(
     finally:
         from datamill.store import RunDir, atomic
 
-        if RunDir(out).exists():
+        rd = RunDir(out)  # only beside its own run: a refused map never overwrites another run's recipe
+        if rd.exists() and rd.manifest().get("recipe_hash") == r.hash:
             atomic.write_bytes(Path(out) / "map.yaml", r.text.encode())
 
 

@@ -82,6 +82,11 @@ def test_map_writes_every_row_with_its_answer_and_resumes_from_its_recipe(fake_s
     assert res.returncode == 0, res.stderr
     assert "0 parts run, 5 already committed" in res.stdout
     assert srv.stats()["requests"] == 450
+    # Another map into the same dir is refused, and leaves the run's recipe as it was.
+    kept = (out / "map.yaml").read_text()
+    res = datamill(*map_args(tmp_path / "in.jsonl", out, srv.base_url, "--part-size", "100", "--max-tokens", "9"))
+    assert res.returncode == 2 and "holds a run of recipe 'map'" in res.stderr
+    assert (out / "map.yaml").read_text() == kept
 
 
 def test_map_with_a_schema_file_writes_json_answers(fake_server, tmp_path: Path) -> None:
