@@ -172,11 +172,12 @@ class LLMClient:
                 await asyncio.sleep(_backoff(attempt, exc.retry_after))
                 continue
             latency = (time.perf_counter() - t0) * 1000
+            # Cached before the place is given up: a kill can cost at most the requests in flight.
+            if self.cache is not None:
+                self.cache.put(key, body)
             limits.release()
             await self.limiter.release()
             self.limiter.on_success()
-            if self.cache is not None:
-                self.cache.put(key, body)
             cost = self.cost(resp.prompt_tokens, resp.completion_tokens)
             limits.settle(reservation, cost, resp.prompt_tokens + resp.completion_tokens)
             status, error, repairs = judge(resp)
