@@ -27,7 +27,7 @@ from datamill.engine.executors import Executor, LocalExecutor, RangeJob
 from datamill.engine.executors import base as executors_base
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
-from datamill.errors import DataError, InputError, RunDirError, UsageError
+from datamill.errors import DataError, InputError, RunDirError, SourceError, UsageError
 from datamill.llm.runlimits import RunLimits, budget_report
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
@@ -36,7 +36,6 @@ from datamill.recipe.model import LLMColumn
 from datamill.recipe.trust import touches
 from datamill.store.integrity import quick_check
 from datamill.store.rundir import PART_INTEGRITY, RunDir, utc_now
-from datamill.store.source import SourceError
 
 # Failed slots listed by name in a summary; the rest are counted (all are in logs/run.jsonl).
 FAILED_SHOWN = 5

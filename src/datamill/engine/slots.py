@@ -45,15 +45,15 @@ class SlotRunner:
         # Rows as slots: row i of the source is slot i; its columns come first in every record.
         self.source = Source(loaded.source) if loaded.source is not None else None
         self.key = self.recipe.source.key if self.recipe.source is not None else None
-        # LLM columns answer a whole part range concurrently; CPU columns go 64 slots at a time.
-        self.batch_slots = self.recipe.output.part_size if any(isinstance(c, LLM) for c in self.columns) else 64
         # One event loop for every LLM column, so requests of several ranges can share it (stream).
+        llm_columns = [c for c in self.columns if isinstance(c, LLM)]
         self.loop: asyncio.AbstractEventLoop | None = None
-        if any(isinstance(c, LLM) for c in self.columns):
-            self.loop = asyncio.new_event_loop()
-            for c in self.columns:
-                if isinstance(c, LLM):
-                    c.bind_loop(self.loop)
+        if llm_columns:
+            self.loop = loop = asyncio.new_event_loop()
+            for c in llm_columns:
+                c.bind_loop(loop)
+        # LLM columns answer a whole part range concurrently; CPU columns go 64 slots at a time.
+        self.batch_slots = self.recipe.output.part_size if llm_columns else 64
         by_name = {c.name: c for c in self.columns}
         # Output follows declared order; a generator's dict is merged in at its place.
         self._emit = [
