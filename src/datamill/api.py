@@ -63,6 +63,7 @@ class Recipe:
 
     loaded: Any  # datamill.recipe.LoadedRecipe
     text: str
+    size_given: bool = False  # the size was asked for (a plan file's total must then match it)
 
     @property
     def name(self) -> str:
@@ -95,7 +96,7 @@ class Recipe:
         on_bad_row: str | None = None,
     ) -> Recipe:
         loaded = self.loaded.with_overrides(size=size, seed=seed, params=params or {}, on_bad_row=on_bad_row)
-        return Recipe(loaded, self.text)
+        return Recipe(loaded, self.text, self.size_given or size is not None)
 
 
 def builtin_recipes() -> dict[str, str]:
@@ -158,7 +159,8 @@ def load_recipe(
     else:
         kind = type(source).__name__
         raise UsageError(f"load_recipe: expected a path, YAML text, a dict or a Recipe model, got {kind}")
-    return Recipe(loaded.with_overrides(size=size, seed=seed, params=dict(params or {}), on_bad_row=on_bad_row), text)
+    loaded = loaded.with_overrides(size=size, seed=seed, params=dict(params or {}), on_bad_row=on_bad_row)
+    return Recipe(loaded, text, size is not None)
 
 
 def _recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
@@ -178,13 +180,18 @@ class PlanInfo:
         return {**self.plan.summary(), "shards": self.shards}
 
 
-def plan(recipe: Recipe | str | Path | dict[str, Any], num_shards: int = 1) -> PlanInfo:
-    """The deterministic plan of ``recipe``, split into ``num_shards`` shards."""
+def plan(
+    recipe: Recipe | str | Path | dict[str, Any], num_shards: int = 1, *, plan_file: str | Path | None = None
+) -> PlanInfo:
+    """The deterministic plan of ``recipe``, split into ``num_shards`` shards; a planner recipe's
+    categories come from ``plan_file`` (without one, they are decided when the run starts)."""
     from datamill.engine import Plan
 
     if num_shards < 1:
         raise UsageError(f"--num-shards: expected an integer >= 1, got {num_shards}")
     r = _recipe(recipe)
+    if plan_file is not None:
+        r = _planned(r, None, plan_file)
     p = Plan(r.loaded.recipe)
     shards = []
     for s in range(num_shards):
@@ -192,6 +199,43 @@ def plan(recipe: Recipe | str | Path | dict[str, Any], num_shards: int = 1) -> P
         parts = len(range(lo // p.part_size, (hi - 1) // p.part_size + 1)) if hi > lo else 0
         shards.append({"index": s, "start": lo, "end": hi, "parts": parts})
     return PlanInfo(r, p, num_shards, shards)
+
+
+def _planned(r: Recipe, out: str | Path | None, plan_file: str | Path | dict[str, Any] | None,
+             use_cache: bool = True) -> Recipe:  # fmt: skip
+    """``r`` with its plan resolved (see :mod:`datamill.engine.planner`); unchanged without a planner."""
+    from datamill.engine.planner import resolve_plan
+
+    if r.loaded.recipe.planner is None and plan_file is None:
+        return r
+    if isinstance(plan_file, (str, Path)):
+        plan_file = _plan_path(plan_file)
+    if out is None:  # only showing a plan: nothing is asked or saved
+        with tempfile.TemporaryDirectory() as tmp:
+            loaded = resolve_plan(r.loaded, tmp, plan_file, size_given=r.size_given, use_cache=False)
+    else:
+        loaded = resolve_plan(r.loaded, out, plan_file, size_given=r.size_given, use_cache=use_cache)
+    return Recipe(loaded, r.text, r.size_given)
+
+
+def _plan_path(plan: str | Path) -> Path:
+    """A plan file's path, or the file of a plan shipped with datamill (``customer-service``)."""
+    from datamill.recipes import builtin_plan
+
+    p = Path(plan)
+    if p.exists() or "/" in str(plan) or p.suffix:
+        return p
+    found = builtin_plan(str(plan))
+    if found is None:
+        raise UsageError(f"--plan: no such file {plan} (and no built-in plan of that name)")
+    return found
+
+
+def saved_plan(run_dir: str | Path) -> dict[str, Any] | None:
+    """The plan a planner recipe's run dir was made with (``RUN/plan.json``), or None."""
+    from datamill.engine.planner import saved_plan as _saved
+
+    return _saved(run_dir)
 
 
 def touches(recipe: Recipe | str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -245,12 +289,15 @@ def run(
     progress: bool | str = True,
     use_cache: bool = True,
     retry_failed: bool = False,
+    plan: str | Path | dict[str, Any] | None = None,
 ) -> RunResult:
     """Run (or resume) ``recipe`` into the run dir ``out``; then dedup if the recipe asks and
     every slot is done, and write ``reports/telemetry.json`` when LLM columns ran.
 
     ``retry_failed`` first runs again the slots that ended failed in committed parts (keeping
-    every other record byte for byte), e.g. with a longer timeout in the model block."""
+    every other record byte for byte), e.g. with a longer timeout in the model block. A recipe
+    with a ``planner:`` is planned first: by ``plan`` (a file, a built-in plan's name or a dict),
+    else by the plan saved in ``out``, else by asking the planner model (once per run dir)."""
     import os
 
     from datamill.engine import LocalExecutor, execute
@@ -261,6 +308,7 @@ def run(
     check_shards(num_shards, shard_index)
     if executor != "local":
         raise UsageError(f"executor: expected 'local', got {executor!r} (the Ray executor is not built yet)")
+    r = _planned(r, out, plan, use_cache)
     label = r.name if num_shards == 1 else f"{r.name} [shard {shard_index}/{num_shards}]"
     summary = execute(
         r.loaded,
@@ -279,8 +327,15 @@ def run(
         if status(out).summary.slots_remaining:
             result.dedup_waiting = True
         else:
-            result.dedup = dedup(out, method=spec.method, threshold=spec.threshold, fields=spec.fields,
-                                 rounds=spec.rounds)  # fmt: skip
+            from datamill.quality.dedup import dedup_run
+
+            result.dedup = dedup_run(out, spec.method, spec.threshold, spec.fields, spec.rounds,
+                                     on_exhausted=spec.on_exhausted, by=spec.by, auto=True)  # fmt: skip
+            if result.dedup.failed:  # quotas not met with unique records: those slots fail, the run exits 1
+                summary.slots_failed += len(result.dedup.failed)
+                summary.slots_done -= len(result.dedup.failed)
+                room = max(0, 5 - len(summary.failed_examples))
+                summary.failed_examples.extend(result.dedup.failed[:room])
     result.telemetry = telemetry(out, write=True)
     return result
 
@@ -547,7 +602,7 @@ def verify(
 def dedup(
     run_dir: str | Path,
     *,
-    method: str | None = None,
+    method: str | Sequence[str] | None = None,
     threshold: float | None = None,
     fields: Sequence[str] | None = None,
     rounds: int | None = None,
@@ -564,7 +619,8 @@ def dedup(
     if threshold is not None and not 0 < threshold <= 1:
         raise UsageError(f"--threshold: expected a similarity in (0, 1], got {threshold}")
     return dedup_run(run_dir, method, threshold, fields or spec.get("fields"), rounds or spec.get("rounds", 3),
-                     write=not dry_run, window=window)  # fmt: skip
+                     write=not dry_run, window=window, on_exhausted=spec.get("on_exhausted", "drop"),
+                     by=spec.get("by"))  # fmt: skip
 
 
 def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:

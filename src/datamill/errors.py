@@ -7,8 +7,10 @@
     │   ├── RecipeError           a recipe that does not validate (file, line, column, field path)
     │   ├── UsageError            a flag or argument that makes no sense
     │   └── RunDirError           a run dir that is not ours to write (other recipe, busy shard)
-    └── DataError                 data on disk contradicts itself (duplicate sample_id, overlap):
-                                  the CLI exits 1
+    ├── DataError                 data on disk contradicts itself (duplicate sample_id, overlap):
+    │                             the CLI exits 1
+    └── PlannerError              a planner model's reply that is no plan, even after repairs:
+                                  the CLI exits 1 (model output, not user input)
 
 Library and OS errors are translated at the boundary with ``raise ... from exc`` so the CLI can
 print one line for every failure it knows of.
@@ -43,6 +45,10 @@ class SourceError(InputError):
 
 class DataError(DatamillError):
     """Data on disk that breaks an invariant, such as a duplicate sample_id."""
+
+
+class PlannerError(DatamillError):
+    """A planner's reply that does not parse into a plan after repairs (nothing but it was written)."""
 
 
 class RecipeError(InputError):

@@ -88,6 +88,8 @@ def answer_for(payload: dict[str, Any]) -> str:
     pack = _PACK.search(system)
     if pack:
         k = int(pack.group(1))
+        if schema is not None and "answers" in schema.get("properties", {}):  # the pack's envelope: one answer's
+            schema = schema["properties"]["answers"]["items"]["properties"]["answer"]
         bodies = _ITEM.split(user)[1:]  # [id, text, id, text, ...]
         texts = {int(bodies[i]): bodies[i + 1].strip() for i in range(0, len(bodies) - 1, 2)}
         answers = []

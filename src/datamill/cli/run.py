@@ -13,6 +13,7 @@ import orjson
 
 from datamill import api
 from datamill.cli.common import non_negative, positive, recipe_args
+from datamill.errors import UsageError
 from datamill.progress import fmt_duration
 
 
@@ -34,8 +35,26 @@ def _recipe(args: argparse.Namespace) -> api.Recipe:
     )
 
 
+def print_saved_plan(run_dir: str) -> int:
+    """``datamill plan RUN``: the plan a planner recipe's run dir was made with."""
+    saved = api.saved_plan(run_dir)
+    if saved is None:
+        raise UsageError(f"{run_dir}: no saved plan (plan.json): not a run dir of a recipe with a planner")
+    cats = saved["categories"]
+    print(f"plan of {run_dir}: {sum(c['count'] for c in cats):,} cases in {len(cats)} categories")
+    for c in cats:
+        print(f"  {c['name']:<28} {c['count']:>8,}  {c['description']}")
+        for x in c["example_inputs"]:
+            print(f"      e.g. {x}")
+        for x in c["expectations"]:
+            print(f"      expects: {x}")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    info = api.plan(_recipe(args), args.num_shards)
+    if Path(args.recipe).is_dir():
+        return print_saved_plan(args.recipe)
+    info = api.plan(_recipe(args), args.num_shards, plan_file=args.plan)
     r, plan = info.recipe.model, info.plan
     print(f"recipe      {r.name} v{r.version} ({info.recipe.loaded.file})")
     print(f"hash        {info.recipe.hash}")
@@ -46,6 +65,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for cell in plan.cells:
             label = ", ".join(f"{k}={v}" for k, v in cell.values.items())
             print(f"  {label:<40} {cell.count:>12,}")
+    if plan.categories:
+        print("categories  (the plan's exact counts, one block of slots each)")
+        for c in plan.categories:
+            print(f"  {c['name']:<40} {c['count']:>12,}")
+    elif r.planner is not None:
+        print("categories  decided by the planner when the run starts (or give --plan FILE)")
     if plan.cycle_len:
         print(f"cycles      {plan.cycle_len} (slot i uses cycle i % {plan.cycle_len})")
         for c in range(plan.cycle_len):
@@ -99,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=args.progress,
         use_cache=not args.no_cache,
         retry_failed=args.retry_failed,
+        plan=args.plan,
     )
     return print_result(result, args.out)
 
@@ -178,8 +204,17 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def print_dedup(res: Any) -> None:
-    rounds = ", ".join(f"round {r['round']}: {r['count']}" for r in res.rounds) or "none"
+    rounds = ", ".join(f"round {r['round']}: {r['count']}" for r in res.rounds if r["round"] != "left") or "none"
     print(f"dedup ({res.method}): rejected per round: {rounds}; left rejected: {len(res.left_rejected)}")
+    if res.by:
+        per: dict[str, int] = {}
+        for r in res.rounds:
+            if r["round"] != "left":
+                for k, v in r.get("by", {}).items():
+                    per[k] = per.get(k, 0) + v
+        print(f"dedup rejections by {res.by}: " + (", ".join(f"{k} {v:,}" for k, v in per.items()) or "none"))
+    for f in res.failed[:5]:
+        print(f"failed slot {f['slot']}: {f['reason']}")
 
 
 def print_telemetry(t: dict[str, Any], full: bool = False) -> None:
@@ -200,6 +235,10 @@ def print_telemetry(t: dict[str, Any], full: bool = False) -> None:
         f"llm tokens: {t['prompt_tokens']:,} prompt sent ({t['prompt_tokens_unpacked']:,} unpacked), "
         f"{t['completion_tokens']:,} completion; cost ${t['cost_usd']:.4f}"
     )
+    if len(t.get("by_model", {})) > 1 or full:
+        for name, b in t.get("by_model", {}).items():
+            print(f"llm model {name}: {b['attempts']:,} attempts, {b['answered']:,} answered, {b['cached']:,} cached, "
+                  f"{b['prompt_tokens']:,}+{b['completion_tokens']:,} tokens, ${b['cost_usd']:.4f}")  # fmt: skip
     if t["repairs"] or full:
         print("llm repairs: " + (", ".join(f"{k} {v:,}" for k, v in t["repairs"].items()) or "none"))
     if t["failure_reasons"] or full:
@@ -335,6 +374,7 @@ def register(sub: Any) -> None:
     )
     recipe_args(sp)
     sp.add_argument("--num-shards", type=positive, default=1)
+    sp.add_argument("--plan", help="a planner recipe's plan file (YAML/JSON) or built-in plan name")
     sp.set_defaults(fn=cmd_plan)
 
     sp = sub.add_parser(
@@ -345,6 +385,11 @@ def register(sub: Any) -> None:
     )
     recipe_args(sp)
     sp.add_argument("--out", required=True, help="run dir (re-running resumes)")
+    sp.add_argument(
+        "--plan",
+        help="a planner recipe's plan (YAML/JSON file, or a built-in plan: customer-service) instead of asking "
+        "the planner model; its counts set the size",
+    )
     sp.add_argument(
         "--workers", type=positive, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)"
     )

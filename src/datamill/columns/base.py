@@ -36,13 +36,17 @@ class SlotState:
     inputs: tuple[str, ...] = ()  # the source row's columns (rows start with them), in input order
     failed: str | None = None
     dropped: str | None = None
+    plan: dict[str, Any] | None = None  # the slot's category of a planner recipe's plan
 
     def rng(self, label: str) -> random.Random:
         """A random stream that belongs to this slot and ``label`` (a column) alone."""
         return random.Random(sub_seed(self.seed, label))
 
     def template_context(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "params": self.params, "cycle": self.cycle_params, "slot": self.slot}
+        context = {**row, "params": self.params, "cycle": self.cycle_params, "slot": self.slot}
+        if self.plan is not None:
+            context["plan"] = self.plan
+        return context
 
 
 class Column(ABC):

@@ -218,10 +218,13 @@ class LLM(Column):
             groups = [[item] for item in items]
         else:
             # Groups follow the global slot // k grid (shard and part bounds are aligned to k),
-            # so which items share a request does not depend on how the run was split.
+            # so which items share a request does not depend on how the run was split; a planner's
+            # category boundary also splits a group (a batch writes one category).
             groups = []
             for item in items:
-                if groups and groups[-1][0][0].slot // k == item[0].slot // k and len(groups[-1]) < k:
+                head = groups[-1][0][0] if groups else None
+                if (head is not None and head.slot // k == item[0].slot // k and len(groups[-1]) < k
+                        and (head.plan or {}).get("name") == (item[0].plan or {}).get("name")):  # fmt: skip
                     groups[-1].append(item)
                 else:
                     groups.append([item])
@@ -279,7 +282,11 @@ class LLM(Column):
         head, tail = prompt[: keep * 2 // 3], prompt[len(prompt) - keep // 3 :]
         return head + " [...] " + tail, (len(prompt) - keep) // 4
 
-    def _payload(self, messages: list[dict[str, str]], seed: int) -> dict[str, Any]:
+    def _payload(
+        self, messages: list[dict[str, str]], seed: int, schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The request body; ``schema`` replaces the column's (a packed request's envelope)."""
+        schema = schema or self.schema
         payload: dict[str, Any] = {
             "model": self.model.model or "default",
             "messages": messages,
@@ -290,14 +297,14 @@ class LLM(Column):
             payload = {**self.model.extra_body, **payload}  # what datamill sets is not overridden
         if self.model.send_seed:
             payload["seed"] = seed
-        if self.schema is not None and self.mode == "json_schema":
+        if schema is not None and self.mode == "json_schema":
             payload["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
+                "json_schema": {"name": self.name, "schema": schema, "strict": True},
             }
-        elif self.schema is not None and self.mode == "json_object_schema":
-            payload["response_format"] = {"type": "json_object", "schema": self.schema}
-        elif self.schema is not None and self.mode == "json_object":
+        elif schema is not None and self.mode == "json_object_schema":
+            payload["response_format"] = {"type": "json_object", "schema": schema}
+        elif schema is not None and self.mode == "json_object":
             payload["response_format"] = {"type": "json_object"}
         return payload
 
@@ -312,13 +319,19 @@ class LLM(Column):
         judge: Any,
         pack: int = 1,
         extra: dict[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> ChatResponse:
         client = self.client()
         while True:
             used = self.mode
             try:
                 out = await client.request(
-                    self._payload(messages, seed), slot=slot, column=self.name, judge=judge, pack=pack, extra=extra
+                    self._payload(messages, seed, schema),
+                    slot=slot,
+                    column=self.name,
+                    judge=judge,
+                    pack=pack,
+                    extra=extra,
                 )
                 return out.response
             except LLMFailed as exc:
@@ -353,6 +366,16 @@ class LLM(Column):
         system = self._render(state, row)[0]
         note = self._pack_note(self.spec.pack)
         return f"{system}\n\n{note}" if system else note
+
+    def pack_schema(self, k: int) -> dict[str, Any] | None:
+        """A packed request's structured-output schema: ``{answers: [{id, answer}] * k}``, each answer
+        the column's schema (so a grammar-constrained server writes k answers, not one)."""
+        if self.schema is None:
+            return None
+        item = {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1, "maximum": k},
+                                                 "answer": self.schema}, "required": ["id", "answer"]}  # fmt: skip
+        answers = {"type": "array", "items": item, "minItems": k, "maxItems": k}
+        return {"type": "object", "properties": {"answers": answers}, "required": ["answers"]}
 
     def _pack_note(self, k: int) -> str:
         note = PACK_INSTRUCTIONS.format(k=k)
@@ -432,7 +455,8 @@ class LLM(Column):
 
         first = group[0][0]
         try:
-            await self._ask(messages, self._seed(first), first.slot, judge, pack=k, extra=extra)
+            await self._ask(messages, self._seed(first), first.slot, judge, pack=k, extra=extra,
+                            schema=self.pack_schema(k))  # fmt: skip
         except LLMFailed:
             return group
         leftovers = []

@@ -96,6 +96,12 @@ class Plan:
         self.cycles: dict[str, list[Any]] = dict(recipe.cycles)
         self.cycle_len = len(next(iter(self.cycles.values()))) if self.cycles else 0
         self.cells = self._allocate(recipe)
+        # A planner's categories: one contiguous block of slots each, in plan order, so a worker's
+        # batch (the pack grid) holds one category, and a category's count is exact.
+        self.categories: list[dict[str, Any]] = []
+        if recipe.planner is not None and isinstance(recipe.params.get("plan"), dict):
+            self.categories = list(recipe.params["plan"]["categories"])
+        self._cat_bounds = list(itertools.accumulate(int(c["count"]) for c in self.categories))
         # Packed LLM columns group slots by slot // k: shard bounds respect that grid.
         self.align = 1
         for col in recipe.columns.values():
@@ -126,6 +132,18 @@ class Plan:
         if self._perm is None:
             return {}
         return self.cells[bisect_right(self._bounds, self._perm(slot))].values
+
+    def category(self, slot: int) -> dict[str, Any] | None:
+        """The plan category of ``slot`` (None without a planner, or before planning)."""
+        if not self.categories:
+            return None
+        return self.categories[min(bisect_right(self._cat_bounds, slot), len(self.categories) - 1)]
+
+    def category_blocks(self) -> list[dict[str, Any]]:
+        """Each plan category with its count and slot block ``[start, end)``."""
+        starts = [0, *self._cat_bounds[:-1]]
+        return [{"name": c["name"], "count": c["count"], "slots": [lo, hi]}
+                for c, lo, hi in zip(self.categories, starts, self._cat_bounds, strict=True)]  # fmt: skip
 
     def cycle(self, slot: int) -> tuple[int, dict[str, Any]] | None:
         """``(cycle index, parameters)`` of ``slot``, or None when the recipe has no cycles."""
@@ -163,5 +181,6 @@ class Plan:
             "slots": self.size,
             "part_size": self.part_size,
             "quota_cells": [{"values": c.values, "count": c.count} for c in self.cells],
+            **({"categories": self.category_blocks()} if self.categories else {}),
             "cycles": self.cycles,
         }

@@ -177,7 +177,9 @@ def open_run_dir(loaded: LoadedRecipe, out: str | Path) -> RunDir:
     elif run_dir.path.exists():
         if not run_dir.path.is_dir():
             raise RunDirError(f"{out}: exists and is not a directory")
-        if any(run_dir.path.iterdir()):
+        # A planner recipe's run dir holds its plan (and the planner's cache and log) before the manifest.
+        planned = loaded.recipe.planner is not None and (run_dir.path / "planner.json").is_file()
+        if any(run_dir.path.iterdir()) and not planned:
             raise RunDirError(f"{out}: exists, is not empty and is not a datamill run dir")
     return run_dir
 

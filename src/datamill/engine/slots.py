@@ -77,6 +77,7 @@ class SlotRunner:
             cycle_params={} if cyc is None else cyc[1],
             params=dict(self.recipe.params),
             size=self.recipe.size,
+            plan=self.plan.category(slot),
         )
         if isinstance(row, BadRow):
             state.failed = f"source: {row.reason}"

@@ -8,6 +8,7 @@ back to the model with :func:`repair_message`.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,11 @@ def parse_json(text: str) -> Parsed:
         ok, value = _loads(candidate)
         if ok:
             return Parsed(value, True, repairs=repairs)
+    try:  # raw newlines and tabs inside strings (small models under a grammar write them)
+        value = json.loads(candidate, strict=False)
+        return Parsed(value, True, repairs=[*repairs, "control_chars"])
+    except ValueError:
+        pass
     if "'" in candidate and '"' not in candidate:
         ok, value = _loads(candidate.replace("'", '"'))
         if ok:

@@ -138,8 +138,29 @@ def summarize(rows: Iterable[dict[str, Any]], windows: int = 5) -> dict[str, Any
         "trimmed_prompts": sum(1 for r in rows if r.get("trimmed_tokens")),
         "format_step_downs": step_downs,
     }
+    out["by_model"] = _breakdown(rows, lambda r: f"{r.get('backend')}:{r.get('model')}")
+    out["by_column"] = _breakdown(rows, lambda r: str(r.get("column")))
     out["drift"] = drift(rows, windows)
     return out
+
+
+def _breakdown(rows: list[dict[str, Any]], key: Any) -> dict[str, dict[str, Any]]:
+    """Attempts, answers, tokens and cost per model (or column): a planner and its workers apart."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        k = key(r)
+        b = out.setdefault(k, {"attempts": 0, "answered": 0, "cached": 0, "failed": 0, "prompt_tokens": 0,
+                               "completion_tokens": 0, "cost_usd": 0.0})  # fmt: skip
+        b["attempts"] += 1
+        status = r["status"]
+        b["answered"] += status in ("ok", "repaired")
+        b["cached"] += status == "cached"
+        b["failed"] += status == "failed"
+        if status != "cached":
+            b["prompt_tokens"] += int(r.get("prompt_tokens") or 0)
+            b["completion_tokens"] += int(r.get("completion_tokens") or 0)
+        b["cost_usd"] = round(b["cost_usd"] + float(r.get("cost_usd") or 0.0), 6)
+    return dict(sorted(out.items()))
 
 
 def drift(rows: list[dict[str, Any]], windows: int = 5) -> dict[str, Any]:

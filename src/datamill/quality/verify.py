@@ -100,6 +100,41 @@ def _content_check(spec: GateSpec) -> ContentCheck:
     return JudgeCheck(spec) if spec.judge is not None else ContentCheck(spec)
 
 
+class _Verdicts:
+    """Running totals of a judge field (``{score}``) or a validate field (``{ok}``): flat in N."""
+
+    __slots__ = ("invalid", "judged", "score_sum", "scored")
+
+    def __init__(self) -> None:
+        self.scored = self.score_sum = self.judged = self.invalid = 0
+
+    def add(self, value: dict[str, Any]) -> bool:
+        """Count ``value``; False when it is neither a score nor a verdict."""
+        score, ok = value.get("score"), value.get("ok")
+        found = False
+        if isinstance(score, int) and not isinstance(score, bool):
+            self.scored += 1
+            self.score_sum += score
+            found = True
+        if isinstance(ok, bool):
+            self.judged += 1
+            self.invalid += not ok
+            found = True
+        return found
+
+    def metrics(self, name: str, n: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.scored:
+            out[f"columns.{name}.mean_score"] = round(self.score_sum / self.scored, 4)
+            out[f"columns.{name}.scored"] = self.scored
+            out[f"columns.{name}.unscored"] = n - self.scored
+        if self.judged:
+            out[f"columns.{name}.invalid_rate"] = round(self.invalid / self.judged, 6)
+            out[f"columns.{name}.invalid"] = self.invalid
+            out[f"columns.{name}.unchecked"] = n - self.judged
+        return out
+
+
 class _Field:
     __slots__ = ("chars", "sample", "seen", "tokens")
 
@@ -135,6 +170,7 @@ def verify(
     cat_keys = list(declared)
     joint: Counter[tuple[Any, ...]] = Counter()  # declared categories together, for mutual information
     pending: list[tuple[_Field, str]] = []
+    verdicts: dict[str, _Verdicts] = {}  # judge and validate fields: {score, reason} / {ok, error}
     n = 0
     ext_params = {**((manifest or {}).get("recipe", {}).get("params") or {}), **(params or {})}
     extension: Any = None
@@ -189,6 +225,10 @@ def verify(
                 continue
             if key in cats:
                 cats[key][value] += 1
+            if isinstance(value, dict) and ("score" in value or "ok" in value):
+                verdict = verdicts.get(key) or _Verdicts()
+                if verdict.add(value):
+                    verdicts[key] = verdict
             if isinstance(value, str):
                 f = fields.get(key)
                 if f is None:
@@ -272,6 +312,8 @@ def verify(
             for combo, c in joint.items():
                 pairs[(combo[i], combo[j])] += c
             flat[f"mutual_information.{a}.{cat_keys[j]}"] = round(_mi(pairs), 4)
+    for k, verdict in verdicts.items():
+        flat.update(verdict.metrics(k, n))
     seconds = time.perf_counter() - t0
     flat["time_per_100_items"] = round(seconds / n * 100, 4)
     for check in checks:
@@ -282,6 +324,10 @@ def verify(
     if perf_budget_sec_per_100 is not None:
         all_gates.append(GateSpec(metric="time_per_100_items", max=perf_budget_sec_per_100, severity="warn"))
     gate_results = evaluate(all_gates, flat)
+    for res, g in zip(gate_results, all_gates, strict=True):
+        if g.column is not None and res["value"] is None:
+            what = "a judge score {score}" if g.min_mean_score is not None else "a validate verdict {ok}"
+            res["reason"] = f"no record has {what} in field {g.column!r}: is it the judge or validate column's name?"
     content = {c.name: c.summary() for c in checks}
     for res in gate_results:
         found = content.get(res["metric"])

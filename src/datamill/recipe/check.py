@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,12 @@ from datamill.recipe.model import (
     ConditionalSampler,
     ExpressionColumn,
     GeneratorColumn,
+    JudgeColumn,
     LLMColumn,
     ModelSpec,
     Recipe,
     TemplateColumn,
+    ValidateColumn,
 )
 from datamill.recipe.sandbox import JINJA, unsafe_reason
 from datamill.recipe.trust import check_code, check_key_host
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from datamill.recipe.loader import LoadedRecipe
 
 # Names a template or expression may use besides columns.
-CONTEXT_NAMES = frozenset({"params", "cycle", "slot"})
+CONTEXT_NAMES = frozenset({"params", "cycle", "slot", "plan"})
 
 
 def template_source(col: ExpressionColumn | TemplateColumn) -> str:
@@ -44,7 +47,9 @@ def template_source(col: ExpressionColumn | TemplateColumn) -> str:
 
 
 def llm_templates(col: LLMColumn) -> dict[str, str]:
-    """The Jinja2 templates of an LLM column, by field."""
+    """The Jinja2 templates of an LLM column, by field (none for a judge: its prompt is built in Python)."""
+    if isinstance(col, JudgeColumn):
+        return {}
     out = {"prompt": col.llm.prompt}
     if col.llm.system is not None:
         out["system"] = col.llm.system
@@ -55,6 +60,12 @@ def column_model(recipe: Recipe, col: LLMColumn) -> ModelSpec:
     """The model an LLM column uses: the recipe's model block with the column's override on top."""
     base = recipe.model.model_dump(exclude_unset=True) if recipe.model is not None else {}
     return ModelSpec.model_validate({**base, **(col.llm.model or {})})
+
+
+def planner_model(recipe: Recipe) -> ModelSpec:
+    """The planner's model: the recipe's model block with the planner's override on top."""
+    base = recipe.model.model_dump(exclude_unset=True) if recipe.model is not None else {}
+    return ModelSpec.model_validate({**base, **((recipe.planner.model if recipe.planner else None) or {})})
 
 
 def resolve_schema(spec: dict[str, Any] | str | None, base_dir: Path) -> dict[str, Any] | None:
@@ -77,6 +88,10 @@ def dependencies(recipe: Recipe, name: str) -> list[str]:
     if isinstance(col, (ExpressionColumn, TemplateColumn)):
         used = jinja2.meta.find_undeclared_variables(JINJA.parse(template_source(col)))
         return [n for n in names if n in used]
+    if isinstance(col, (JudgeColumn, ValidateColumn)):
+        refs = judge_fields(recipe, name) if isinstance(col, JudgeColumn) else [col.field]
+        roots = {field_root(ref, names) for ref in refs}
+        return [n for n in names if n in roots]
     if isinstance(col, LLMColumn):
         used = set()
         for src in llm_templates(col).values():
@@ -87,6 +102,29 @@ def dependencies(recipe: Recipe, name: str) -> list[str]:
             return list(col.inputs)
         return [n for n in names[: names.index(name)] if not isinstance(recipe.columns[n], GeneratorColumn)]
     return []
+
+
+def field_root(ref: str, known: Sequence[str]) -> str | None:
+    """The column (or source column) among ``known`` that a field reference reads, or None.
+
+    A reference is a name, or ``name.key[.key...]`` into a dict-valued column (a generator's or a
+    JSON LLM column's answer).
+    """
+    if ref in known:
+        return ref
+    head = ref.split(".", 1)[0]
+    return head if "." in ref and head in known else None
+
+
+def judge_fields(recipe: Recipe, name: str, inputs: Sequence[str] = ()) -> list[str]:
+    """The fields judge column ``name`` shows its model: as named, or the source's columns and
+    every emitted column declared above it."""
+    col = recipe.columns[name]
+    assert isinstance(col, JudgeColumn)
+    if col.judge.fields is not None:
+        return list(col.judge.fields)
+    names = list(recipe.columns)
+    return [*inputs, *(n for n in names[: names.index(name)] if recipe.columns[n].emit)]
 
 
 def column_order(recipe: Recipe) -> list[str]:
@@ -156,8 +194,27 @@ def check_recipe(loaded: LoadedRecipe) -> None:
         if isinstance(col, (ExpressionColumn, TemplateColumn)):
             field = "expr" if isinstance(col, ExpressionColumn) else "template"
             _check_template(loaded, name, (*where, field), template_source(col), f"Jinja2 {field}")
+        elif isinstance(col, JudgeColumn):
+            refs = judge_fields(recipe, name, inputs)
+            if not refs:
+                raise loc.error((*where, "judge"), "nothing to judge: no column above it is emitted; "
+                                "name the record's fields in fields: [...]", at_key=True)  # fmt: skip
+            for i, ref in enumerate(refs):
+                _check_field(loaded, name, (*where, "judge", "fields", i), ref, known)
+            _check_llm(loaded, name, col, known)
         elif isinstance(col, LLMColumn):
             _check_llm(loaded, name, col, known)
+        elif isinstance(col, ValidateColumn):
+            _check_field(loaded, name, (*where, "field"), col.field, known)
+            if col.dialect is not None and col.validate_ != "sql":
+                raise loc.error((*where, "dialect"), f"only validate: sql takes a dialect, not {col.validate_}")
+            if col.dialect is not None:
+                from sqlglot.dialects.dialect import Dialect
+
+                try:
+                    Dialect.get_or_raise(col.dialect)
+                except ValueError as exc:
+                    raise loc.error((*where, "dialect"), f"{exc} Expected a sqlglot dialect, e.g. postgres") from None
         elif isinstance(col, ConditionalSampler):
             if col.on not in recipe.columns:
                 raise loc.error((*where, "on"), f"unknown column {col.on!r}; expected one of: {known}")
@@ -188,6 +245,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                 raise loc.error((*where, "generator"), f"cannot import: {type(exc).__name__}: {exc}") from None
 
     _check_dag(loaded)
+    _check_planner(loaded)
     _check_quotas(loaded)
     _check_cycles(loaded)
 
@@ -204,6 +262,8 @@ def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src
         raise loc.error(where, f"unsafe template: {reason}")
     inputs = loaded.source.columns if loaded.source is not None else ()
     for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
+        if var == "plan" and recipe.planner is None and var not in recipe.columns:
+            raise loc.error(where, "'plan' (the slot's category) exists only in recipes with a planner: block")
         if var not in recipe.columns and var not in CONTEXT_NAMES and var not in inputs:
             known = ", ".join([*inputs, *recipe.columns])
             raise loc.error(where, f"unknown column {var!r}; expected one of: {known}")
@@ -211,12 +271,23 @@ def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src
             raise loc.error(where, f"column {name!r} refers to itself")
 
 
+def _check_field(loaded: LoadedRecipe, name: str, where: tuple[str | int, ...], ref: str, known: str) -> None:
+    """A judge's or validator's field must be another column, a source column, or a key of one."""
+    inputs = loaded.source.columns if loaded.source is not None else ()
+    root = field_root(ref, [*inputs, *loaded.recipe.columns])
+    if root is None:
+        raise loaded.locator.error(where, f"unknown field {ref!r}; expected one of: {known} (or COLUMN.KEY)")
+    if root == name:
+        raise loaded.locator.error(where, f"column {name!r} cannot read itself")
+
+
 def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> None:
     import jsonschema
     from pydantic import ValidationError
 
     recipe, loc = loaded.recipe, loaded.locator
-    where = ("columns", name, "llm")
+    kind = "judge" if isinstance(col, JudgeColumn) else "llm"  # where a judge's settings are written
+    where = ("columns", name, kind)
     for field, src in llm_templates(col).items():
         _check_template(loaded, name, (*where, field), src, "Jinja2 template")
     try:
@@ -257,7 +328,7 @@ def _check_llm(loaded: LoadedRecipe, name: str, col: LLMColumn, known: str) -> N
     if recipe.output.part_size % col.llm.pack:
         raise loc.error(
             ("output", "part_size"),
-            f"expected a multiple of columns.{name}.llm.pack ({col.llm.pack}), got {recipe.output.part_size}",
+            f"expected a multiple of columns.{name}.{kind}.pack ({col.llm.pack}), got {recipe.output.part_size}",
         )
 
 
@@ -308,3 +379,41 @@ def _check_cycles(loaded: LoadedRecipe) -> None:
         first, n0 = next(iter(lengths.items()))
         name = next(k for k, v in lengths.items() if v != n0)
         raise loc.error(("cycles", name), f"expected {n0} values, as in cycles.{first}; got {lengths[name]}")
+
+
+def _check_planner(loaded: LoadedRecipe) -> None:
+    """A planner's prompt renders from params, size and hints; its plan is the only quota."""
+    recipe, loc = loaded.recipe, loaded.locator
+    if recipe.planner is None:
+        return
+    if recipe.quotas:
+        raise loc.error(("quotas",), "a recipe with a planner gets its quotas from the plan; remove quotas:",
+                        at_key=True)  # fmt: skip
+    if recipe.cycles:
+        raise loc.error(("cycles",), "a recipe with a planner cannot have cycles:", at_key=True)
+    for field in ("prompt", "system"):
+        src = getattr(recipe.planner, field)
+        if src is None:
+            continue
+        where = ("planner", field)
+        try:
+            ast = JINJA.parse(src)
+        except jinja2.TemplateSyntaxError as exc:
+            raise loc.error(where, f"invalid Jinja2 template: {exc.message}") from None
+        reason = unsafe_reason(ast)
+        if reason is not None:
+            raise loc.error(where, f"unsafe template: {reason}")
+        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - {"params", "size", "hints", "max_categories"})
+        if unknown:
+            raise loc.error(where, f"unknown name {unknown[0]!r}; a planner prompt sees params, size, hints and "
+                                   "max_categories")  # fmt: skip
+    if recipe.planner.model is not None:
+        try:
+            model = planner_model(recipe)
+        except Exception as exc:  # pydantic's message, one line
+            raise loc.error(("planner", "model"), str(exc).splitlines()[-1].strip()) from None
+        if model.backend == "openai" and model.api_key_env and model.base_url:
+            try:
+                check_key_host(model.base_url, model.api_key_env)
+            except LookupError as exc:
+                raise loc.error(("planner", "model", "base_url"), str(exc)) from None

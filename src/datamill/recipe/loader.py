@@ -49,9 +49,11 @@ class Locator:
         """Drop pydantic's union tags and internal markers from an error location."""
         node = self.tree
         out: list[str | int] = []
-        for part in loc:
+        for i, part in enumerate(loc):
             in_map = isinstance(node, CommentedMap) and part in node
             in_seq = isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node)
+            if in_map and part in COLUMN_TAGS and i + 1 < len(loc) and not isinstance(node[part], (dict, list)):
+                continue  # a union tag named like its scalar kind key (validate: json): what follows is a sibling
             if in_map or in_seq:
                 out.append(part)
                 node = node[part]
@@ -154,7 +156,9 @@ class LoadedRecipe:
                 raise UsageError(f"--seed: expected an integer >= 0, got {seed}")
             update["seed"] = seed
         if params:
-            unknown = sorted(set(params) - set(self.recipe.params))
+            # A planner recipe's plan travels as params.plan (see datamill.engine.planner).
+            planned = {"plan"} if self.recipe.planner is not None else set()
+            unknown = sorted(set(params) - set(self.recipe.params) - planned)
             if unknown:
                 known = ", ".join(self.recipe.params) or "none"
                 flag = "--" + unknown[0].replace("_", "-")
@@ -188,14 +192,26 @@ def recipe_hash(recipe: Recipe, source: SourceInfo | None = None) -> str:
         data["source"] = {"format": data["source"]["format"], "key": data["source"]["key"],
                           "content_hash": source.content_hash if source else None}  # fmt: skip
     data.pop("gates", None)  # gates judge the output; they do not decide it
+    # New fields at their defaults are left out, so recipes that do not use them keep their hashes.
+    if data.get("planner") is None:
+        data.pop("planner", None)
+    elif data["planner"].get("model"):
+        planner_model = data["planner"]["model"]
+        data["planner"]["model"] = {k: v for k, v in planner_model.items() if k not in OPERATIONAL_MODEL_KEYS}
+    if data.get("dedup"):
+        if data["dedup"].get("on_exhausted") == "drop":
+            data["dedup"].pop("on_exhausted")
+        if data["dedup"].get("by") is None:
+            data["dedup"].pop("by", None)
     if data.get("model"):
         data["model"] = {k: v for k, v in data["model"].items() if k not in OPERATIONAL_MODEL_KEYS}
         if not data["model"].get("extra_body"):
             data["model"].pop("extra_body", None)  # new field: an empty one keeps older run dirs' hashes
     for col in data["columns"].values():
-        override = (col.get("llm") or {}).get("model")
-        if override:
-            col["llm"]["model"] = {k: v for k, v in override.items() if k not in OPERATIONAL_MODEL_KEYS}
+        for kind in ("llm", "judge"):  # a judge's model block is its LLM column's (see JudgeColumn)
+            override = (col.get(kind) or {}).get("model")
+            if override:
+                col[kind]["model"] = {k: v for k, v in override.items() if k not in OPERATIONAL_MODEL_KEYS}
     payload = orjson.dumps({"v": RECIPE_HASH_VERSION, "recipe": data}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(payload).hexdigest()[:16]
 

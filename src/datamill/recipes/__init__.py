@@ -15,7 +15,18 @@ BUILTINS: dict[str, tuple[Path, str]] = {
         _HERE / "contextual" / "recipe.yaml",
         "tool-use and context-integration prompts with marked teacher spans, long-context quota (seed 000)",
     ),
+    "evalset": (
+        _HERE / "evalset" / "recipe.yaml",
+        "evaluation cases for a described system: planned categories with exact counts, written in batches "
+        "by a worker model, deduplicated, judged (seed 001)",
+    ),
 }
+
+
+def builtin_plan(name: str) -> Path | None:
+    """A plan shipped with the evalset recipe (``customer-service``), or None."""
+    path = _HERE / "evalset" / "plans" / f"{name}.yaml"
+    return path if path.is_file() else None
 
 
 def builtin_path(name: str) -> Path | None:

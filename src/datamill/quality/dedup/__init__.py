@@ -12,6 +12,8 @@ and the slots left rejected.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,27 @@ METHODS = ("exact", "structural", "minhash", "semantic")
 ID_FIELDS = frozenset({"sample_id", "trace_id"})
 
 
-def make_method(name: str, threshold: float | None = None) -> Method:
+class Combined:
+    """Several methods at once: two records are duplicates when any method pairs them."""
+
+    def __init__(self, methods: Sequence[Method]) -> None:
+        self.methods = list(methods)
+        self.name = "+".join(m.name for m in self.methods)
+        self.threshold = next((getattr(m, "threshold", None) for m in self.methods if hasattr(m, "threshold")), None)
+
+    def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
+        out: set[tuple[int, int]] = set()
+        for m in self.methods:
+            out.update((min(a, b), max(a, b)) for a, b in m.pairs(texts))
+        return sorted(out)
+
+
+def make_method(name: str | Sequence[str], threshold: float | None = None) -> Method:
+    """One method by name, or several (a list, or ``structural,minhash``) combined."""
+    names = [n.strip() for n in name.split(",") if n.strip()] if isinstance(name, str) else list(name)
+    if len(names) > 1:
+        return Combined([make_method(n, threshold) for n in names])
+    name = names[0] if names else ""
     if name == "exact":
         return Exact()
     if name == "structural":
@@ -54,22 +76,22 @@ def record_text(rec: dict[str, Any], fields: Sequence[str] | None) -> str:
     return "\n".join(v for k, v in rec.items() if isinstance(v, str) and k not in ID_FIELDS)
 
 
-def rejected_slots(records: Sequence[tuple[int, str]], method: Method) -> set[int]:
-    """Slots to regenerate: in every cluster, all slots but the lowest.
+def rejected_slots(records: Sequence[tuple[int, str]], method: Method) -> dict[int, int]:
+    """Slots to regenerate, each with the slot it duplicates: in every cluster, all slots but the lowest.
 
     ``records`` are ``(slot, text)`` in any order; the answer does not depend on it.
     """
     order = sorted(range(len(records)), key=lambda i: (records[i][0], records[i][1]))
     texts = [records[i][1] for i in order]
     slots = [records[i][0] for i in order]
-    out: set[int] = set()
+    out: dict[int, int] = {}
     for group in clusters(len(texts), method.pairs(texts)):
         keep = min(slots[i] for i in group)
-        out.update(slots[i] for i in group if slots[i] != keep)
+        out.update({slots[i]: keep for i in group if slots[i] != keep})
     return out
 
 
-def rejected_in_window(records: Sequence[tuple[int, str]], method: Method, window: int) -> set[int]:
+def rejected_in_window(records: Sequence[tuple[int, str]], method: Method, window: int) -> dict[int, int]:
     """Streaming mode (seed 001's diversity window): a slot is rejected when one of its records
     duplicates one of the ``window`` records before it, in slot order.
 
@@ -77,7 +99,7 @@ def rejected_in_window(records: Sequence[tuple[int, str]], method: Method, windo
     meant for very long runs where a global pass is too costly.
     """
     ordered = sorted(records)
-    out: set[int] = set()
+    out: dict[int, int] = {}
     for start in range(0, len(ordered), window):
         # Each block is compared with itself and the block before it: every pair within
         # ``window`` positions of each other is seen.
@@ -87,7 +109,7 @@ def rejected_in_window(records: Sequence[tuple[int, str]], method: Method, windo
         for a, b in method.pairs(texts):
             i, j = sorted((a, b))
             if j - i <= window and lo + j >= start and block[i][0] != block[j][0] and block[i][0] not in out:
-                out.add(block[j][0])
+                out[block[j][0]] = block[i][0]
     return out
 
 
@@ -99,6 +121,9 @@ class DedupResult:
     left_rejected: list[int] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
     records: int = 0
+    on_exhausted: str = "drop"
+    by: str | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)  # on_exhausted fail: the slots and why
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,7 +133,16 @@ class DedupResult:
             "left_rejected": self.left_rejected,
             "regenerated_slots": {str(k): v for k, v in sorted(self.attempts.items())},
             "records": self.records,
+            "on_exhausted": self.on_exhausted,
+            **({"by": self.by} if self.by else {}),
+            "failed": self.failed,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DedupResult:
+        return cls(d["method"], d["threshold"], list(d["rounds"]), list(d["left_rejected"]),
+                   {int(k): int(v) for k, v in d["regenerated_slots"].items()}, int(d["records"]),
+                   d.get("on_exhausted", "drop"), d.get("by"), list(d.get("failed") or []))  # fmt: skip
 
 
 def _runner(rd: RunDir, manifest: dict[str, Any]) -> Any:
@@ -124,72 +158,168 @@ def _runner(rd: RunDir, manifest: dict[str, Any]) -> Any:
     return SlotRunner(loaded, RunContext(rd.path, "dedup", True))
 
 
+PENDING = "dedup.pending.json"  # the decided outcome, written before any part is rewritten
+LOCK = "dedup.lock"
+
+
+def dedup_done(run_dir: str | Path) -> DedupResult | None:
+    """The outcome of a finished automatic dedup of this run (None if none finished)."""
+    rd = RunDir(run_dir)
+    path = rd.reports_dir / "dedup.json"
+    if not path.is_file() or (rd.reports_dir / PENDING).is_file():
+        return None
+    doc = orjson.loads(path.read_bytes())
+    if doc.get("recipe_hash") != rd.manifest().get("recipe_hash") or not doc.get("auto"):
+        return None
+    return DedupResult.from_dict(doc)
+
+
 def dedup_run(
     run_dir: str | Path,
-    method_name: str = "exact",
+    method_name: str | Sequence[str] = "exact",
     threshold: float | None = None,
     fields: Sequence[str] | None = None,
     max_rounds: int = 3,
     write: bool = True,
     window: int | None = None,
+    on_exhausted: str = "drop",
+    by: str | None = None,
+    auto: bool = False,
 ) -> DedupResult:
-    """Dedup a run dir in rounds (see the module docstring) and rewrite the changed parts."""
+    """Dedup a run dir in rounds (see the module docstring) and rewrite the changed parts.
+
+    Crash-safe: the outcome is decided from committed parts and cached responses alone, saved as
+    ``reports/dedup.pending.json``, and only then are parts rewritten; a run killed at any moment
+    decides the same outcome again, or finishes applying the saved one. One process at a time.
+    ``auto`` (the run's own dedup) returns the finished outcome when there is one.
+    """
     rd = RunDir(run_dir)
+    if not write:
+        return _decide(rd, method_name, threshold, fields, max_rounds, window, on_exhausted, by)[0]
+    rd.logs_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(rd.logs_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # shards finishing together: one dedups, the others then see it done
+        if auto and (done := dedup_done(run_dir)) is not None:
+            return done
+        pending = rd.reports_dir / PENDING
+        if pending.is_file():
+            doc = orjson.loads(pending.read_bytes())
+            result = DedupResult.from_dict(doc["result"])
+            changed_recs = {int(k): v for k, v in doc["records"].items()}
+        else:
+            result, by_slot = _decide(rd, method_name, threshold, fields, max_rounds, window, on_exhausted, by)
+            changed = {**result.attempts, **{s: 0 for s in result.left_rejected}}
+            changed_recs = {s: by_slot.get(s, []) for s in sorted(changed)}
+            doc = {"result": result.as_dict(), "records": {str(k): v for k, v in changed_recs.items()}}
+            rd.reports_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(pending, orjson.dumps(doc))
+        _rewrite(rd, changed_recs, result)
+        final = {**result.as_dict(), "recipe_hash": rd.manifest().get("recipe_hash"), "auto": auto}
+        atomic.write_bytes(rd.reports_dir / "dedup.json", orjson.dumps(final, option=orjson.OPT_INDENT_2))
+        for f in result.failed:
+            rd.log_event("slot_failed", slot=f["slot"], reason=f["reason"])
+        pending.unlink(missing_ok=True)
+        return result
+    finally:
+        os.close(fd)
+
+
+def _decide(
+    rd: RunDir,
+    method_name: str | Sequence[str],
+    threshold: float | None,
+    fields: Sequence[str] | None,
+    max_rounds: int,
+    window: int | None,
+    on_exhausted: str,
+    by: str | None,
+) -> tuple[DedupResult, dict[int, list[dict[str, Any]]]]:
+    """The rounds: which slots are rejected, regenerated, and left rejected (nothing written)."""
     manifest = rd.manifest()
     method = make_method(method_name, threshold)
-    parts = rd.parts()
     by_slot: dict[int, list[dict[str, Any]]] = {}
-    part_of: dict[int, Any] = {}
     # A keyed source's sample_ids are its keys: their slots come from the source, through a runner.
     keyed = bool((manifest["recipe"].get("source") or {}).get("key"))
     runner = _runner(rd, manifest) if keyed else None
-    for part in parts:
+    for part in rd.parts():
         ids = runner.sample_ids(part.start, part.end) if runner is not None else None
+        failed = {int(f["slot"]) for f in part.meta().get("slots_failed", [])}
         for line in part_lines(part):
             rec = orjson.loads(line)
             sid = rec["sample_id"]
             slot = runner.slot_of(sid, ids) if runner is not None else parse_sample_id(sid)[2]
-            by_slot.setdefault(slot, []).append(rec)
-            part_of[slot] = part
-    result = DedupResult(method_name, getattr(method, "threshold", None))
-    rejected: set[int] = set()
+            if slot not in failed:
+                by_slot.setdefault(slot, []).append(rec)
+    name = method.name if hasattr(method, "name") else str(method_name)
+    result = DedupResult(name, getattr(method, "threshold", None), on_exhausted=on_exhausted, by=by)
+    rejected: dict[int, int] = {}
     for round_no in range(1, max_rounds + 2):
         pairs = [(s, record_text(r, fields)) for s, recs in by_slot.items() for r in recs]
         rejected = rejected_in_window(pairs, method, window) if window else rejected_slots(pairs, method)
         if not rejected or round_no > max_rounds:
             break
-        result.rounds.append({"round": round_no, "rejected": sorted(rejected), "count": len(rejected)})
+        entry: dict[str, Any] = {"round": round_no, "rejected": sorted(rejected), "count": len(rejected)}
+        if by:
+            entry["by"] = _count_by(by_slot, rejected, by)
+        result.rounds.append(entry)
         runner = runner or _runner(rd, manifest)
         for outcome in runner.run(sorted(rejected), attempt=round_no):
             result.attempts[outcome.slot] = round_no
             by_slot[outcome.slot] = [] if outcome.failed or outcome.dropped else outcome.records
     result.left_rejected = sorted(rejected)
-    for slot in rejected:  # still duplicates after the last round: left out, and listed
+    if by and rejected:
+        result.rounds.append({"round": "left", "count": len(rejected), "by": _count_by(by_slot, rejected, by)})
+    if on_exhausted == "fail":
+        result.failed = [{"slot": s, "reason": f"dedup: still a {name} duplicate of slot {rejected[s]} after "
+                          f"{max_rounds} rounds of regeneration"} for s in sorted(rejected)]  # fmt: skip
+    for slot in rejected:  # still duplicates after the last round: left out, and listed (or failed)
         by_slot[slot] = []
     result.records = sum(len(v) for v in by_slot.values())
     if runner is not None:
         runner.close()
-    if write:
-        changed = {**result.attempts, **{s: result.attempts.get(s, 0) for s in result.left_rejected}}
-        _rewrite(rd, parts, by_slot, changed)
-        atomic.write_bytes(rd.reports_dir / "dedup.json", orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2))
-    return result
+    return result, by_slot
 
 
-def _rewrite(
-    rd: RunDir, parts: Sequence[Any], by_slot: dict[int, list[dict[str, Any]]], changed: dict[int, int]
-) -> None:
-    """Rewrite each part holding a regenerated slot, atomically, with its meta."""
+def _count_by(by_slot: dict[int, list[dict[str, Any]]], slots: dict[int, int], by: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in slots:
+        recs = by_slot.get(s) or [{}]
+        key = str(recs[0].get(by))
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _rewrite(rd: RunDir, changed: dict[int, list[dict[str, Any]]], result: DedupResult) -> None:
+    """Rewrite each part holding a changed slot, atomically, with its meta (idempotent)."""
     manifest = rd.manifest()
     out = manifest["recipe"]["output"]
-    for part in parts:
-        if not any(part.start <= s < part.end for s in changed):
+    attempts = {**result.attempts, **{s: result.attempts.get(s, 0) for s in result.left_rejected}}
+    failed = {int(f["slot"]): f["reason"] for f in result.failed}
+    keyed = bool((manifest["recipe"].get("source") or {}).get("key"))
+    runner = _runner(rd, manifest) if keyed else None
+    for part in rd.parts():
+        mine = [s for s in changed if part.start <= s < part.end]
+        if not mine:
             continue
+        ids = runner.sample_ids(part.start, part.end) if runner is not None else None
+        by_slot: dict[int, list[dict[str, Any]]] = {}
+        for line in part_lines(part):
+            rec = orjson.loads(line)
+            sid = rec["sample_id"]
+            slot = runner.slot_of(sid, ids) if runner is not None else parse_sample_id(sid)[2]
+            by_slot.setdefault(slot, []).append(rec)
+        by_slot.update({s: changed[s] for s in mine})
         with part_writer(part.path, out["format"], out["compression"]) as writer:
             for slot in range(part.start, part.end):
                 for rec in by_slot.get(slot, []):
                     writer.write(dumps_line(rec), rec)
             meta = checked_meta(part)
             meta["records"] = writer.records
-            meta["dedup_attempts"] = {str(s): a for s, a in sorted(changed.items()) if part.start <= s < part.end}
+            meta["dedup_attempts"] = {str(s): a for s, a in sorted(attempts.items()) if part.start <= s < part.end}
+            was = [f for f in meta["slots_failed"] if int(f["slot"]) not in failed]
+            now = [{"slot": s, "reason": r} for s, r in sorted(failed.items()) if part.start <= s < part.end]
+            meta["slots_failed"] = sorted([*was, *now], key=lambda f: int(f["slot"]))
             writer.publish(part.meta_path, meta)
+    if runner is not None:
+        runner.close()
