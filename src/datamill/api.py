@@ -444,12 +444,27 @@ def estimate(
     if sample_calls and out is None:
         raise UsageError("--sample-calls needs --out DIR: the run dir whose cache keeps the answers for the run")
     check_source(r.loaded)
+    notes: list[str] = []
+    if r.loaded.recipe.planner is not None and "plan" not in r.loaded.recipe.params:
+        if out is not None and saved_plan(out) is not None:
+            r = _planned(r, out, None)  # the run dir's plan: nothing is asked
+        else:
+            if sample_calls:
+                raise UsageError("--sample-calls: the recipe's categories are not planned yet; run it once (it plans "
+                                 "first) or give the run dir of a planned run as --out")  # fmt: skip
+            placeholder = {"name": "planned", "description": "a category the planner decides", "count": r.size,
+                           "example_inputs": [], "expectations": []}  # fmt: skip
+            r = Recipe(r.loaded.with_overrides(params={"plan": {"categories": [placeholder]}}), r.text, r.size_given)
+            notes.append("categories are decided by the planner when the run starts: prompts counted with one "
+                         "placeholder category, and the planner's own request is not counted")  # fmt: skip
+            out = None  # a manifest now would not carry the plan the run will have
     run_dir = None
     if out is not None:
         rd = open_run_dir(r.loaded, out)
         rd.create(manifest_for(r.loaded, Plan(r.loaded.recipe), r.text))
         run_dir = rd.path
     est = make_estimate(r.loaded, sample=sample, sample_calls=sample_calls, run_dir=run_dir)
+    est.notes.extend(notes)
     if run_dir is not None:
         write_estimate(run_dir, est)
     return est

@@ -153,3 +153,60 @@ def test_window_mode_only_looks_back_the_window() -> None:
     assert set(rejected_in_window(records, exact, window=20)) == {10}
     assert rejected_in_window(records, exact, window=5) == {}  # out of sight: kept
     assert set(rejected_slots(records, exact)) == {10}  # the global pass always sees it
+
+
+def test_a_dedup_killed_while_rewriting_parts_finishes_the_same_outcome(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import datamill.quality.dedup as dd
+
+    (tmp_path / "gen.py").write_text(GEN)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: d\nsize: 40\ncolumns:\n  g: {generator: './gen.py:pick'}\noutput: {part_size: 10}\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_cli("run", str(recipe), "--out", str(a)).returncode == 0
+    shutil.copytree(a, b)
+    whole = dd.dedup_run(a, "exact")
+    # b dies after rewriting one part of four: the outcome was saved first.
+    real, calls = dd.part_writer, []
+
+    def dying(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dd, "part_writer", dying)
+    with pytest.raises(KeyboardInterrupt):
+        dd.dedup_run(b, "exact")
+    assert (b / "reports" / dd.PENDING).is_file()
+    assert run_cli("cat", str(b)).stdout != run_cli("cat", str(a)).stdout  # half applied
+    monkeypatch.setattr(dd, "part_writer", real)
+    again = dd.dedup_run(b, "exact")
+    assert not (b / "reports" / dd.PENDING).exists()
+    assert run_cli("cat", str(b)).stdout == run_cli("cat", str(a)).stdout
+    assert again.as_dict() == whole.as_dict()
+    assert run_cli("verify", str(b), "--no-tokens").returncode == 0
+
+
+def test_a_quota_left_with_duplicates_fails_those_slots(run_cli, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: d\nsize: 12\ncolumns:\n  a: {sampler: integer, low: 1, high: 2}\n  t: {template: 'n {{ a }}'}\n"
+        "dedup: {method: exact, rounds: 2, on_exhausted: fail, by: a}\n"
+    )
+    out = tmp_path / "run"
+    res = run_cli("run", str(recipe), "--out", str(out))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "10 failed" in res.stdout and "still a duplicate (exact) of slot" in res.stdout
+    st = run_cli("status", str(out), "--json")
+    doc = orjson.loads(st.stdout)
+    assert doc["slots_failed"] == 10 and doc["records"] == 2
+    report = orjson.loads((out / "reports" / "dedup.json").read_bytes())
+    assert report["rounds"][-1]["round"] == "left" and sum(report["rounds"][-1]["by"].values()) == 10
+    assert len(report["failed"]) == 10
+    # A second run changes nothing and says the same.
+    again = run_cli("run", str(recipe), "--out", str(out))
+    assert again.returncode == 1 and run_cli("cat", str(out)).stdout.count("\n") == 2

@@ -215,6 +215,37 @@ CASES = [
         "gates[0].spans.pattern",
         "regular expression",
     ),
+    # A planner (issue 14): its prompt sees params, size, hints; its plan is the only quota.
+    (
+        "planner-unknown-name",
+        HEAD + "planner: {prompt: 'plan {{ sise }} cases'}\ncolumns:\n  c: {expr: 'plan.name'}\n",
+        4,
+        "planner.prompt",
+        "unknown name 'sise'",
+    ),
+    (
+        "planner-with-quotas",
+        HEAD + "planner: {prompt: 'plan {{ size }}'}\ncolumns:\n  c: {sampler: categorical, values: [a, b]}\n"
+        "quotas:\n  c: {a: 1, b: 1}\n",
+        7,
+        "quotas",
+        "gets its quotas from the plan",
+    ),
+    ("plan-without-planner", HEAD + "columns:\n  c: {expr: 'plan.name'}\n", 5, "columns.c.expr", "planner"),
+    (
+        "planner-bad-categories",
+        HEAD + "planner: {prompt: x, max_categories: 0}\ncolumns:\n  c: {expr: '1'}\n",
+        4,
+        "planner.max_categories",
+        "greater than or equal to 1",
+    ),
+    (
+        "dedup-unknown-method",
+        HEAD + "columns:\n  c: {expr: '1'}\ndedup: {method: [structural, fuzzy]}\n",
+        6,
+        "dedup.method",
+        "structural",
+    ),
 ]
 
 LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")

@@ -39,6 +39,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if s["passed"] else 1
 
 
+def dedup_methods(text: str) -> str:
+    """``--method a,b``: each a known method."""
+    known = ("exact", "structural", "minhash", "semantic")
+    for name in (t.strip() for t in text.split(",")):
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"expected {', '.join(known)} (or several, comma-separated), got {name!r}")
+    return text
+
+
 def cmd_dedup(args: argparse.Namespace) -> int:
     res = api.dedup(args.dir, method=args.method, threshold=args.threshold, fields=args.field, rounds=args.rounds,
                     dry_run=args.dry_run, window=args.window)  # fmt: skip
@@ -124,7 +133,11 @@ def register(sub: Any) -> None:
         epilog="example: datamill dedup runs/x --method minhash --threshold 0.8",
     )
     sp.add_argument("dir")
-    sp.add_argument("--method", choices=["exact", "structural", "minhash", "semantic"])
+    sp.add_argument(
+        "--method",
+        type=dedup_methods,
+        help="exact, structural, minhash or semantic, or several comma-separated (structural,minhash)",
+    )
     sp.add_argument("--threshold", type=float, help="minhash: Jaccard (default 0.8); semantic: cosine (default 0.9)")
     sp.add_argument("--field", action="append", help="field(s) to compare (default: every string field but ids)")
     sp.add_argument("--rounds", type=positive, help="regeneration rounds (default 3)")

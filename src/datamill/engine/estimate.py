@@ -158,10 +158,14 @@ def estimate(
             if isinstance(col, LLM):
                 for s in states:
                     for row in s.rows:
-                        row.setdefault(col.name, "")
+                        row.setdefault(col.name, _Blank())
             else:
                 col.evaluate(states)
         live = [s for s in states if s.failed is None and s.dropped is None]
+        failed = [s for s in states if s.failed is not None]
+        if failed:  # nothing silent: a slot whose prompt cannot be built is no request, and said so
+            result.notes.append(f"{len(failed):,} of {len(states):,} sampled slots failed before any request "
+                                f"(first: slot {failed[0].slot}: {failed[0].failed})")  # fmt: skip
         if any(_reads_llm(loaded, c.name) for c in llm_cols):
             result.notes.append("prompts that use an earlier LLM column's answer are counted without it")
         measured: dict[str, dict[str, Any]] = {}
@@ -207,6 +211,18 @@ def _earlier_latency(run_dir: Path | None) -> float | None:
     return statistics.median(lat) if lat else None
 
 
+class _Blank(str):
+    """An LLM answer not asked for yet: empty text whose every field (``case.input``) is empty too."""
+
+    def __getattr__(self, name: str) -> _Blank:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Blank()
+
+    def __getitem__(self, key: Any) -> _Blank:  # type: ignore[override]
+        return _Blank()
+
+
 def _column(
     col: LLM, live: list[Any], sampled: int, size: int, measured: dict[str, Any] | None, run_dir: Path | None
 ) -> ColumnEstimate:
@@ -216,7 +232,10 @@ def _column(
     for s in live:
         n = 0
         for row in s.rows:
-            messages, _ = col.request_messages(s, row)
+            try:
+                messages, _ = col.request_messages(s, row)
+            except Exception:  # a prompt that needs a real answer of an earlier column: counted without it
+                continue
             if spec.pack > 1:  # the shared system prompt once per pack, each item's prompt in full
                 user = [m for m in messages if m["role"] == "user"]
                 shared = counter.count([{"role": "system", "content": col.packed_system(s, row)}])

@@ -250,9 +250,9 @@ def check_recipe(loaded: LoadedRecipe) -> None:
     _check_cycles(loaded)
 
 
-def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src: str, what: str) -> None:
-    """Jinja2 source of column ``name`` must parse and name only columns and context names."""
-    recipe, loc = loaded.recipe, loaded.locator
+def _parsed(loaded: LoadedRecipe, where: tuple[str, ...], src: str, what: str) -> Any:
+    """The Jinja2 AST of ``src``, refused (with the line) if it does not parse or is unsafe."""
+    loc = loaded.locator
     try:
         ast = JINJA.parse(src)
     except jinja2.TemplateSyntaxError as exc:
@@ -260,6 +260,13 @@ def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src
     reason = unsafe_reason(ast)
     if reason is not None:
         raise loc.error(where, f"unsafe template: {reason}")
+    return ast
+
+
+def _check_template(loaded: LoadedRecipe, name: str, where: tuple[str, ...], src: str, what: str) -> None:
+    """Jinja2 source of column ``name`` must parse and name only columns and context names."""
+    recipe, loc = loaded.recipe, loaded.locator
+    ast = _parsed(loaded, where, src, what)
     inputs = loaded.source.columns if loaded.source is not None else ()
     for var in sorted(jinja2.meta.find_undeclared_variables(ast)):
         if var == "plan" and recipe.planner is None and var not in recipe.columns:
@@ -396,13 +403,7 @@ def _check_planner(loaded: LoadedRecipe) -> None:
         if src is None:
             continue
         where = ("planner", field)
-        try:
-            ast = JINJA.parse(src)
-        except jinja2.TemplateSyntaxError as exc:
-            raise loc.error(where, f"invalid Jinja2 template: {exc.message}") from None
-        reason = unsafe_reason(ast)
-        if reason is not None:
-            raise loc.error(where, f"unsafe template: {reason}")
+        ast = _parsed(loaded, where, src, "Jinja2 template")
         unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - {"params", "size", "hints", "max_categories"})
         if unknown:
             raise loc.error(where, f"unknown name {unknown[0]!r}; a planner prompt sees params, size, hints and "

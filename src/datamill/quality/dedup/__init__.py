@@ -271,7 +271,7 @@ def _decide(
     if by and rejected:
         result.rounds.append({"round": "left", "count": len(rejected), "by": _count_by(by_slot, rejected, by)})
     if on_exhausted == "fail":
-        result.failed = [{"slot": s, "reason": f"dedup: still a {name} duplicate of slot {rejected[s]} after "
+        result.failed = [{"slot": s, "reason": f"dedup: still a duplicate ({name}) of slot {rejected[s]} after "
                           f"{max_rounds} rounds of regeneration"} for s in sorted(rejected)]  # fmt: skip
     for slot in rejected:  # still duplicates after the last round: left out, and listed (or failed)
         by_slot[slot] = []
