@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 import datamill
-from evalset_server import NAMES, EvalServer
+from datamill.bench.eval_server import NAMES, EvalServer
 from helpers import cli_env
 
 BUILTIN = Path(datamill.__file__).parent / "recipes" / "evalset" / "recipe.yaml"

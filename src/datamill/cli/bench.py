@@ -7,6 +7,8 @@ import argparse
 import os
 from typing import Any
 
+import orjson
+
 from datamill.cli.common import Parser, non_negative, positive, write_json
 from datamill.errors import UsageError
 
@@ -147,6 +149,15 @@ def cmd_bench_templates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_evalset(args: argparse.Namespace) -> int:
+    from datamill.bench.evalset_bench import run_bench
+
+    workers = tuple(int(w) for w in args.workers.split(","))
+    for row in run_bench(args.size, args.latency_ms, workers, args.concurrency):
+        print(orjson.dumps(row).decode())
+    return 0
+
+
 def cmd_bench_embedded(args: argparse.Namespace) -> int:
     from datamill.bench.llm_bench import print_embedded_bench, run_embedded_bench
 
@@ -281,3 +292,13 @@ def register(sub: Any) -> None:
     ep.add_argument("--threads", type=positive, help="llama.cpp threads for both (default: the usable cores)")
     ep.add_argument("--json", help="also write the result as JSON to this file")
     ep.set_defaults(fn=cmd_bench_embedded)
+    vsp = bsub.add_parser(
+        "evalset",
+        help="the evalset recipe end to end against a loopback planner/worker/judge",
+        epilog="example: datamill bench evalset --size 500 --latency-ms 200 --workers 1,2",
+    )
+    vsp.add_argument("--size", type=int, default=500)
+    vsp.add_argument("--latency-ms", type=float, default=200.0)
+    vsp.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
+    vsp.add_argument("--concurrency", type=int, default=64)
+    vsp.set_defaults(fn=cmd_bench_evalset)

@@ -1,4 +1,4 @@
-"""A schema-aware loopback chat server standing in for an evalset's planner, worker and judge.
+"""A schema-aware loopback chat server standing in for an evalset's planner, worker and judge (tests, bench).
 
 It follows rules of the test's own, independent of datamill:
 
@@ -140,7 +140,10 @@ class EvalServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 256  # the default 5 drops SYNs under 64 concurrent requests (1 s retransmits)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -209,12 +212,14 @@ class EvalServer:
         user = messages[-1].get("content", "")
         if pack:
             items = ITEM.split(user)[1:]
-            answers = []
+            answers: list[dict[str, Any]] = []
+            cases: list[dict[str, Any]] = []
             for i in range(0, len(items) - 1, 2):
                 seed = SEED.search(items[i + 1])
-                answers.append({"id": int(items[i]), "answer": make_case(category, int(seed.group(1)) if seed else 0)})
+                cases.append(make_case(category, int(seed.group(1)) if seed else 0))
+                answers.append({"id": int(items[i]), "answer": cases[-1]})
             with self.lock:
-                self.written.extend(a["answer"]["input"] for a in answers)
+                self.written.extend(c["input"] for c in cases)
             return orjson.dumps({"answers": answers}).decode()
         seed = SEED.search(user)
         case = make_case(category, int(seed.group(1)) if seed else 0)
