@@ -9,12 +9,14 @@ __version__ = "0.1.0"
 from datamill.api import (
     Dataset,
     Recipe,
+    ReleaseResult,
     RunResult,
     builtin_recipes,
     cat,
     dedup,
     doctor,
     estimate,
+    export,
     fsck,
     golden_create,
     golden_run,
@@ -24,6 +26,7 @@ from datamill.api import (
     merge,
     plan,
     read,
+    release,
     report,
     run,
     status,
@@ -31,15 +34,17 @@ from datamill.api import (
     touches,
     verify,
 )
-from datamill.errors import DataError, DatamillError, InputError, RecipeError, UsageError
+from datamill.errors import DataError, DatamillError, HubError, InputError, RecipeError, UsageError
 
 __all__ = [
     "DataError",
     "DatamillError",
     "Dataset",
+    "HubError",
     "InputError",
     "Recipe",
     "RecipeError",
+    "ReleaseResult",
     "RunResult",
     "UsageError",
     "__version__",
@@ -48,6 +53,7 @@ __all__ = [
     "dedup",
     "doctor",
     "estimate",
+    "export",
     "fsck",
     "golden_create",
     "golden_run",
@@ -57,6 +63,7 @@ __all__ = [
     "merge",
     "plan",
     "read",
+    "release",
     "report",
     "run",
     "status",

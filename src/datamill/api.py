@@ -25,17 +25,19 @@ from typing import IO, Any
 
 import orjson
 
-from datamill.errors import InputError, RecipeError, UsageError
+from datamill.errors import DataError, InputError, RecipeError, UsageError
 
 __all__ = [
     "Dataset",
     "Recipe",
+    "ReleaseResult",
     "RunResult",
     "builtin_recipes",
     "cat",
     "dedup",
     "doctor",
     "estimate",
+    "export",
     "fsck",
     "golden_create",
     "golden_run",
@@ -45,6 +47,7 @@ __all__ = [
     "merge",
     "plan",
     "read",
+    "release",
     "report",
     "run",
     "status",
@@ -192,7 +195,7 @@ def plan(
     r = _recipe(recipe)
     if plan_file is not None:
         r = _planned(r, None, plan_file)
-    p = Plan(r.loaded.recipe)
+    p = Plan(r.loaded.recipe, r.loaded.tables)
     shards = []
     for s in range(num_shards):
         lo, hi = p.shard_bounds(num_shards, s)
@@ -461,7 +464,7 @@ def estimate(
     run_dir = None
     if out is not None:
         rd = open_run_dir(r.loaded, out)
-        rd.create(manifest_for(r.loaded, Plan(r.loaded.recipe), r.text))
+        rd.create(manifest_for(r.loaded, Plan(r.loaded.recipe, r.loaded.tables), r.text))
         run_dir = rd.path
     est = make_estimate(r.loaded, sample=sample, sample_calls=sample_calls, run_dir=run_dir)
     est.notes.extend(notes)
@@ -475,6 +478,21 @@ def status(run_dir: str | Path) -> Any:
     from datamill.engine import run_status
 
     return run_status(run_dir)
+
+
+def compare_tiers(base_run: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """Seed 003's tier check: ``run_dir``'s LLM attempts against a smaller run's (``base_run``):
+    repair-rate growth, latency and success-rate drops flagged by the drift rules."""
+    from datamill.llm.telemetry import compare_tiers as _compare
+    from datamill.llm.telemetry import read_attempts
+    from datamill.store import RunDir
+
+    rows = []
+    for d in (base_run, run_dir):
+        rd = RunDir(d)
+        rd.manifest()  # refuses a dir that is not a run dir
+        rows.append([r for r in read_attempts(rd.logs_dir / "attempts.jsonl") if "status" in r])
+    return _compare(rows[0], rows[1])
 
 
 def telemetry(run_dir: str | Path, *, write: bool = False) -> dict[str, Any] | None:
@@ -682,6 +700,174 @@ def golden_run(
             raise UsageError(f"--baseline: {baseline}: {exc}") from None
         rows = golden.compare(current, base, {**golden.TOLERANCES, **(tolerances or {})})
         result.update(rows=rows, passed=all(r["passed"] for r in rows))
+    return result
+
+
+# -- export and release -----------------------------------------------------------------------
+
+
+def _shipping_recipe(run_dir: str | Path, recipe: Recipe | str | Path | dict[str, Any] | None) -> tuple[
+    dict[str, Any], Path, dict[str, Any]]:  # fmt: skip
+    """The recipe (as a dict) whose exports, release block and gates a shipment of ``run_dir`` follows,
+    its folder, and the run's manifest: the run's own recipe, or ``recipe`` if it made the same records.
+
+    Exports, the release block and gates are left out of the recipe hash, so a recipe edited
+    after the run (a new profile, a licence) still matches the run it describes.
+    """
+    from datamill.store import RunDir
+
+    manifest = RunDir(run_dir).manifest()
+    if recipe is None:
+        return manifest["recipe"], Path(manifest.get("recipe_file") or ".").parent, manifest
+    m = manifest["recipe"]
+    r = _recipe(recipe).with_overrides(size=m["size"], seed=m["seed"], params=m.get("params") or None)
+    if r.hash != manifest["recipe_hash"]:
+        raise UsageError(f"--recipe: {r.name} (hash {r.hash}) did not make {run_dir} (recipe "
+                         f"{manifest['recipe_name']}, hash {manifest['recipe_hash']})")  # fmt: skip
+    return r.model.model_dump(mode="json"), Path(r.loaded.base_dir), manifest
+
+
+def export(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    format: str | None = None,
+    profile: str = "internal_full",
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    allow_partial: bool = False,
+) -> Any:
+    """Export a run dir's records in the shape of an export profile, as JSONL or Parquet (zstd),
+    with ``metadata.json`` beside the file; returns a ``datamill.quality.export.ExportedFile``.
+
+    ``out`` defaults to ``RUN/exports/PROFILE.parquet``; the format comes from ``format`` or the
+    file name. Every record is checked against the profile's schema; the first that fails stops
+    the export, named in a :class:`DataError`, and nothing is written. ``recipe`` takes the
+    profiles from a recipe file edited since the run (it must have made the same records).
+    """
+    from datamill.quality import export as ex
+
+    data, base_dir, manifest = _shipping_recipe(run_dir, recipe)
+    chosen = ex.pick_profile(ex.load_profiles(data, base_dir), profile)
+    if out is None:
+        fmt = format or "parquet"
+        target = Path(run_dir) / "exports" / f"{profile}.{fmt}"
+        target.parent.mkdir(exist_ok=True)
+    else:
+        target = Path(out)
+    fmt = ex.format_of(target, format)
+    if not target.parent.is_dir():
+        raise UsageError(f"--out: {target.parent}: no such directory")
+    ex.check_metadata_target(target.parent, manifest)
+    done = ex.export_file(run_dir, chosen, fmt, target, allow_partial=allow_partial)
+    done.metadata = ex.write_metadata(target.parent, manifest, [done], ex.model_identities(run_dir, data))
+    return done
+
+
+@dataclass
+class ReleaseResult:
+    """A release: built (``released``), or blocked by the gates and golden metrics in ``blocked_by``."""
+
+    out: Path
+    released: bool
+    blocked_by: list[str]
+    verify: dict[str, Any]
+    golden: dict[str, Any] | None = None
+    files: list[Any] = field(default_factory=list)  # datamill.quality.export.ExportedFile, one per config
+    listing: list[str] = field(default_factory=list)  # the folder's files
+    pushed: str | None = None  # the Hub commit URL
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.released else 1
+
+
+def release(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    golden: str | Path | None = None,
+    baseline: str | Path | None = None,
+    tolerances: dict[str, float] | None = None,
+    gates: str | Path | Sequence[Any] | None = None,
+    recipe: Recipe | str | Path | dict[str, Any] | None = None,
+    push: str | None = None,
+    private: bool = False,
+    tokenizer: str | Path | None = None,
+    count_tokens: bool = True,
+) -> ReleaseResult:
+    """Gate a run and, if nothing blocks, write it to ``out`` as a Hub dataset folder.
+
+    Blocking: a failed slot, a repeated sample_id, a ``fail`` gate (the recipe's, plus ``gates``),
+    a golden metric past tolerance (``golden`` and ``baseline``, see :func:`golden_run`). Blocked,
+    nothing is written to ``out`` and ``released`` is False; otherwise ``out`` holds the card,
+    the exports as Parquet, ``metadata.json`` and the reports, and ``push`` (``ORG/NAME``) uploads
+    it with the token in ``HF_TOKEN``.
+    """
+    import os
+
+    from datamill.quality import load_gates
+    from datamill.quality import release as rel
+    from datamill.quality import verify as _verify
+    from datamill.recipe.model import GateSpec
+    from datamill.store import RunDir, atomic
+
+    if (golden is None) != (baseline is None):
+        raise UsageError("--golden and --baseline go together: the golden set, and a report of "
+                         "`datamill golden run --out` to compare with")  # fmt: skip
+    token = None
+    if push is not None:
+        rel.check_repo_id(push)
+        token = os.environ.get("HF_TOKEN")
+        if not token:
+            raise UsageError("--push: set HF_TOKEN in the environment (a Hub token with write access)")
+    target = Path(out)
+    rel.check_target(target)
+    data, base_dir, manifest = _shipping_recipe(run_dir, recipe)
+    plan = rel.plan_release(data, base_dir)  # bad profiles and schema files fail here, before any work
+    specs: list[Any] = [GateSpec.model_validate(g) for g in data.get("gates") or []]
+    if isinstance(gates, (str, Path)):
+        specs += load_gates(gates)
+    elif gates:
+        specs += list(gates)
+
+    blocked: list[str] = []
+    st = status(run_dir)
+    if st.missing:
+        gaps = ", ".join(f"[{a}, {b})" for a, b in st.missing[:3]) + (" ..." if len(st.missing) > 3 else "")
+        missing = sum(b - a for a, b in st.missing)
+        raise DataError(f"release: {run_dir}: {missing:,} of {manifest['plan']['slots']:,} slots have no committed "
+                        f"part ({gaps}); finish the run first; nothing was written")  # fmt: skip
+    failed = st.summary.slots_failed
+    if failed:
+        blocked.append(f"failed slots: {failed:,} slots failed (`datamill run ... --retry-failed` runs them again)")
+    doc = _verify(run_dir, tokenizer=tokenizer, gates=specs, count_tokens=count_tokens)
+    atomic.write_bytes(RunDir(run_dir).reports_dir / "verify.json", orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    s = doc["summary"]
+    if s["duplicate_sample_id_count"]:
+        blocked.append(f"duplicate_sample_ids: {s['duplicate_sample_id_count']:,} repeated")
+    for g in s["gates"]:
+        if not g["passed"] and g["severity"] == "fail":
+            blocked.append(f"gate {g['metric']} = {g['value']}" + (f": {g['reason']}" if g.get("reason") else ""))
+    gold = None
+    if golden is not None:
+        from datamill.recipe import load_text
+
+        m = manifest["recipe"]
+        loaded = load_text(manifest["recipe_text"], manifest["recipe_file"], Path(manifest["recipe_file"]).parent)
+        loaded = loaded.with_overrides(size=m["size"], seed=m["seed"], params=m.get("params") or None)
+        gold = golden_run(Recipe(loaded, manifest["recipe_text"]), golden, baseline=baseline, tolerances=tolerances)
+        for row in gold["rows"] or []:
+            if not row["passed"]:
+                tol = f"±{row['tolerance']:g}" if row["kind"] == "abs" else f"±{row['tolerance']:.0%}"
+                blocked.append(f"golden {row['metric']} = {row['current']} (baseline {row['baseline']} {tol})")
+    result = ReleaseResult(target, not blocked, blocked, doc, gold)
+    if blocked:
+        return result
+    built = rel.build(run_dir, target, manifest=manifest, plan=plan, verify=doc, golden=gold,
+                      telemetry=telemetry(run_dir), repo_id=push)  # fmt: skip
+    result.files, result.listing = built.files, built.listing
+    if push is not None and token:
+        result.pushed = rel.push(target, push, token, private=private)
     return result
 
 

@@ -9,8 +9,9 @@
     │   └── RunDirError           a run dir that is not ours to write (other recipe, busy shard)
     ├── DataError                 data on disk contradicts itself (duplicate sample_id, overlap):
     │                             the CLI exits 1
-    └── PlannerError              a planner model's reply that is no plan, even after repairs:
-                                  the CLI exits 1 (model output, not user input)
+    ├── PlannerError              a planner model's reply that is no plan, even after repairs:
+    │                             the CLI exits 1 (model output, not user input)
+    └── HubError                  the Hugging Face Hub refused or failed an upload: the CLI exits 1
 
 Library and OS errors are translated at the boundary with ``raise ... from exc`` so the CLI can
 print one line for every failure it knows of.
@@ -49,6 +50,10 @@ class DataError(DatamillError):
 
 class PlannerError(DatamillError):
     """A planner's reply that does not parse into a plan after repairs (nothing but it was written)."""
+
+
+class HubError(DatamillError):
+    """An upload the Hugging Face Hub refused or that failed on the way (the token never in its message)."""
 
 
 class RecipeError(InputError):

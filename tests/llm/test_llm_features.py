@@ -130,6 +130,19 @@ def test_drift_flags_repair_growth_latency_and_success_drop() -> None:
     assert set(summarize(worse)["drift"]["flags"]) == {"repair_rate_growth", "latency_degradation", "success_rate_drop"}
 
 
+def test_tiers_compare_by_the_drift_rules(tmp_path: Path) -> None:
+    from datamill.llm.telemetry import compare_tiers
+
+    base = [_row(i, "ok", 100.0, []) for i in range(100)]
+    same = [_row(i, "ok", 110.0, []) for i in range(1000)]
+    assert compare_tiers(base, same)["flags"] == []
+    # The larger tier repairs a third of its answers and is slower: both flagged, against the base.
+    worse = [_row(i, "repaired" if i % 3 == 0 else "ok", 200.0, ["strip_fences"]) for i in range(1000)]
+    c = compare_tiers(base, worse)
+    assert set(c["flags"]) == {"repair_rate_growth", "latency_degradation"}
+    assert c["base"]["repair_rate"] == 0 and abs(c["tier"]["repair_rate"] - 334 / 1000) < 1e-9
+
+
 def test_probe_context_embedded(tmp_path: Path) -> None:
     res = run("probe", "context", "--sizes", "256,512", "--json", str(tmp_path / "p.json"))
     assert res.returncode == 0, res.stderr

@@ -92,3 +92,51 @@ output: {{part_size: 40}}
     assert 'id="quota-table"' in dom and ">off<" in dom
     assert 'id="telemetry-table"' in dom and "latency p50 / p95 / p99 ms" in dom
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+DASHBOARD_RECIPE = """
+name: dash
+seed: 4
+size: 800
+params: {defect: anchor}
+columns:
+  p: {generator: "./gen.py:persona"}
+gates:
+  - {dashboard: opening_entropy, field: opening_move}
+  - {dashboard: mattr, field: persona}
+  - {dashboard: anchor_share, field: anchors}
+  - {dashboard: pollyanna, field: persona}
+  - {dashboard: near_dup_uniqueness, field: persona}
+  - {safety: stereotypes, field: [persona, hobbies]}
+  - {safety: fairness, attribute: region, table: tables/regions.csv, min_expected: 50, tolerance: 0.3}
+output: {part_size: 400}
+"""
+
+
+def test_report_shows_dashboard_and_safety_gates_with_bands(run_cli, tmp_path: Path) -> None:
+    import persona_data
+
+    recipe = persona_data.write_recipe(tmp_path / "recipe", DASHBOARD_RECIPE)
+    out = tmp_path / "run"
+    assert run_cli("run", str(recipe), "--out", str(out)).returncode == 0
+    assert run_cli("verify", str(out), "--no-tokens").returncode == 1  # the planted anchor is critical
+    res = run_cli("report", str(out))
+    assert res.returncode == 0, res.stderr
+    page = out / "reports" / "report.html"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report-dashboard.png"
+    dom, console = chromium(page.as_uri(), tmp_path, screenshot=shot)
+    assert console == [], console
+    assert 'data-rendered="yes"' in dom and 'id="dashboard-table"' in dom
+    rows = re.findall(r"<tr><td>([a-z_]+)</td><td>([^<]*)</td><td>([^<]*)</td><td class=\"band-([a-z]+)\">", dom)
+    assert {(name, band) for name, _, _, band in rows} == {
+        ("opening_entropy", "healthy"), ("mattr", "healthy"), ("anchor_share", "critical"), ("pollyanna", "healthy"),
+        ("near_dup_uniqueness", "healthy"), ("stereotypes", "healthy"), ("fairness", "healthy")}  # fmt: skip
+    assert "<td>&gt; 2</td><td>1.5 – 2</td><td>&lt; 1.5</td>" in dom  # opening entropy's three bands
+    kinds = re.findall(r'<svg[^>]*data-kind="([^"]+)"', dom)
+    assert kinds.count("band-gauge") == 7
+    assert {"anchor-shares", "opening-bars", "pollyanna-hist", "fairness-bars"} <= set(kinds)
+    gauges = re.findall(r'<svg[^>]*data-kind="band-gauge" data-band="([a-z]+)"', dom)
+    assert gauges.count("critical") == 1
+    assert "Capital park 0" in dom  # the anchor named in the why column
+    assert shot.is_file() and shot.stat().st_size > 10_000

@@ -215,6 +215,28 @@ CASES = [
         "gates[0].spans.pattern",
         "regular expression",
     ),
+    # Dashboard and safety gates (issue 15): options per kind, band order, data files that must load.
+    (
+        "dashboard-gate-without-field",
+        HEAD + "columns:\n  a: {expr: '1'}\ngates:\n  - {dashboard: mattr, window: 50}\n",
+        7,
+        "gates[0]",
+        "dashboard mattr: expected field:",
+    ),
+    (
+        "dashboard-gate-bands-reversed",
+        HEAD + "columns:\n  a: {expr: '1'}\ngates:\n  - {dashboard: opening_entropy, field: a, warn: 1, critical: 2}\n",
+        7,
+        "gates[0]",
+        "higher is better, so expected critical (2) <= warn (1)",
+    ),
+    (
+        "safety-fairness-missing-table",
+        HEAD + "columns:\n  a: {expr: '1'}\ngates:\n  - {safety: fairness, attribute: a, table: census/none.csv}\n",
+        7,
+        "gates[0].table",
+        "cannot read table",
+    ),
     # A planner (issue 14): its prompt sees params, size, hints; its plan is the only quota.
     (
         "planner-unknown-name",

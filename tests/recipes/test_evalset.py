@@ -263,6 +263,7 @@ def test_a_planner_reply_that_never_parses_is_one_error_line_and_exit_1(server, 
 
 
 @pytest.mark.scale  # about 4 minutes on 2 cores: in `make test-scale`, which CI also runs
+@pytest.mark.timeout(1800)
 def test_evalset_on_the_embedded_model_with_no_server(tmp_path: Path) -> None:
     out = tmp_path / "emb"
     res = run("run", "evalset", "--size", "40", "--out", str(out), "--workers", "1", timeout=900)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import random
 import resource
 import shutil
 import sys
@@ -30,7 +29,7 @@ from datamill.engine import LocalExecutor, Plan, execute
 from datamill.forked import in_fork
 from datamill.recipe import LoadedRecipe, load_file
 from datamill.recipes import builtin_path
-from datamill.seeds import slot_seed, sub_seed
+from datamill.seeds import slot_seed
 
 
 @dataclass
@@ -71,7 +70,7 @@ def _bare_worker(args: tuple[LoadedRecipe, int, int, str]) -> int:
                 attempt=0,
                 seed=seed,
                 slot_id=f"{recipe.name}:{recipe.seed}:{slot}",
-                rng=random.Random(sub_seed(seed, "trace")),
+                rng_label="trace",
                 params=dict(recipe.params),
                 cycle=None if cyc is None else cyc[0],
                 cycle_params={} if cyc is None else cyc[1],

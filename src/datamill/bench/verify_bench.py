@@ -75,17 +75,21 @@ def _bare(path: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, "tokens": total, "items": len(items)}
 
 
-def _ours(path: str) -> dict[str, Any]:
-    from datamill.quality import verify
+def _ours(path: str, gates: str | None = None) -> dict[str, Any]:
+    from datamill.quality import load_gates, verify
 
+    specs = load_gates(gates) if gates else None
     t0 = time.perf_counter()
-    report = verify(path)
+    report = verify(path, gates=specs)
     seconds = time.perf_counter() - t0
     n = report["header"]["num_items"]
     return {"seconds": seconds, "items": n}
 
 
-def run_verify_bench(n: int, tokens: int, repeat: int = 3, file: str | None = None) -> dict[str, Any]:
+def run_verify_bench(
+    n: int, tokens: int, repeat: int = 3, file: str | None = None, gates: str | None = None
+) -> dict[str, Any]:
+    """Best-of-``repeat`` times; ``gates`` (a YAML file) adds dashboard, safety or other gates to verify."""
     import datamill.quality  # noqa: F401  (imported before forking, like the bare side's imports)
 
     with tempfile.TemporaryDirectory(prefix="datamill-bench-verify-") as tmp:
@@ -95,7 +99,7 @@ def run_verify_bench(n: int, tokens: int, repeat: int = 3, file: str | None = No
         bare, ours = [], []
         for _ in range(repeat):
             bare.append(in_fork(_bare, str(path)))
-            ours.append(in_fork(_ours, str(path)))
+            ours.append(in_fork(_ours, str(path), gates))
     b = min(bare, key=lambda r: r["seconds"])
     o = min(ours, key=lambda r: r["seconds"])
     n = b["items"]

@@ -94,7 +94,7 @@ def cmd_bench_eta(args: argparse.Namespace) -> int:
 def cmd_bench_verify(args: argparse.Namespace) -> int:
     from datamill.bench.verify_bench import run_verify_bench
 
-    r = run_verify_bench(args.n, args.tokens, args.repeat, args.file)
+    r = run_verify_bench(args.n, args.tokens, args.repeat, args.file, args.gates)
     print(f"verify bench: {r['n']:,} items of ~{r['mean_tokens']:,.0f} tokens in all (best of {args.repeat})")
     print(f"  datamill verify  {r['verify_s']:>7.3f}s  {r['verify_s_per_100']:.4f} s per 100 items")
     print(f"  bare tokenize    {r['bare_s']:>7.3f}s  {r['bare_s_per_100']:.4f} s per 100 items")
@@ -136,6 +136,29 @@ def cmd_bench_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_export(args: argparse.Namespace) -> int:
+    from datamill.bench.export_bench import run_export_bench
+
+    r = run_export_bench(args.size, args.repeat)
+    print(f"export bench: {r['records']:,} records to Parquet (zstd), {r['parquet_bytes'] / 1e6:.1f} MB, "
+          f"best of {r['repeat']}")  # fmt: skip
+    labels = {
+        "datamill": "datamill export (internal_full)",
+        "datamill_schema": "datamill export, JSON schema checked",
+        "bare": "bare: read, parse, from_pylist, write_table",
+        "bare_write": "bare: from_pylist, write_table",
+    }
+    for k, label in labels.items():
+        b = r["best"][k]
+        print(f"  {label:<46} {b['seconds']:>7.3f}s  {r['records_per_s'][k]:>10,.0f} records/s  "
+              f"+{b['added_rss_mb']:.0f} MB RSS")  # fmt: skip
+    print(f"  ratio datamill/bare: {r['ratio_datamill_vs_bare']:.3f}, datamill/bare write only: "
+          f"{r['ratio_datamill_vs_bare_write']:.3f}, schema-checked/bare: {r['ratio_schema_vs_bare']:.3f} "
+          "(time; lower is better)")  # fmt: skip
+    write_json(args.json, r)
+    return 0
+
+
 def cmd_bench_templates(args: argparse.Namespace) -> int:
     from datamill.bench.template_bench import run_template_bench
 
@@ -155,6 +178,13 @@ def cmd_bench_evalset(args: argparse.Namespace) -> int:
     workers = tuple(int(w) for w in args.workers.split(","))
     for row in run_bench(args.size, args.latency_ms, workers, args.concurrency):
         print(orjson.dumps(row).decode())
+    return 0
+
+
+def cmd_bench_personas(args: argparse.Namespace) -> int:
+    from datamill.bench.personas_bench import run_bench
+
+    print(orjson.dumps(run_bench(args.size, args.workers)).decode())
     return 0
 
 
@@ -255,6 +285,7 @@ def register(sub: Any) -> None:
     vp.add_argument("--tokens", type=positive, default=1500, help="mean tokens per item")
     vp.add_argument("--repeat", type=positive, default=3)
     vp.add_argument("--file", help="measure on this JSONL file instead of generated items")
+    vp.add_argument("--gates", help="YAML file of gates verify evaluates too (dashboard and safety gates cost time)")
     vp.set_defaults(fn=cmd_bench_verify)
     dp = bsub.add_parser(
         "dedup",
@@ -273,6 +304,15 @@ def register(sub: Any) -> None:
     rp.add_argument("--repeat", type=positive, default=5)
     rp.add_argument("--json", help="also write the result as JSON to this file")
     rp.set_defaults(fn=cmd_bench_read)
+    xp = bsub.add_parser(
+        "export",
+        epilog="example: datamill bench export --size 100000 --repeat 3",
+        help="datamill export to Parquet vs bare pyarrow write_table of the same records",
+    )
+    xp.add_argument("--size", type=positive, default=100_000, help="records (one per slot)")
+    xp.add_argument("--repeat", type=positive, default=3)
+    xp.add_argument("--json", help="also write the result as JSON to this file")
+    xp.set_defaults(fn=cmd_bench_export)
     tp = bsub.add_parser(
         "templates",
         epilog="example: datamill bench templates --size 100000",
@@ -302,3 +342,11 @@ def register(sub: Any) -> None:
     vsp.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     vsp.add_argument("--concurrency", type=int, default=64)
     vsp.set_defaults(fn=cmd_bench_evalset)
+    psp = bsub.add_parser(
+        "personas",
+        help="the personas recipe's procedural part (no LLM) against a bare loop",
+        epilog="example: datamill bench personas --size 100000 --workers 2",
+    )
+    psp.add_argument("--size", type=int, default=100_000)
+    psp.add_argument("--workers", type=int, default=2)
+    psp.set_defaults(fn=cmd_bench_personas)

@@ -1,6 +1,6 @@
 """``datamill <verb>``: argument parsing, display and exit codes over the Python API.
 
-One module per verb group (``run``, ``quality``, ``model``, ``bench``), each registering its
+One module per verb group (``run``, ``quality``, ``release``, ``model``, ``bench``), each registering its
 parsers and calling :mod:`datamill.api`; nothing here decides what a run does.
 
 Exit codes: 0 success; 1 a run that ended with failed slots, or data that breaks an invariant;
@@ -14,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from datamill import __version__, api
-from datamill.cli import bench, model, quality, run
+from datamill.cli import bench, model, quality, release, run
 from datamill.cli.common import Parser, param_flags
 from datamill.errors import DatamillError, RecipeError, SourceError
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"datamill {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
-    for group in (run, quality, model, bench):
+    for group in (run, quality, release, model, bench):
         group.register(sub)
     return p
 

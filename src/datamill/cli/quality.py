@@ -33,6 +33,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                      f"max {g['max']:g}" if g["max"] is not None else "") if x)  # fmt: skip
         verdict = "PASS" if g["passed"] else ("FAIL" if g["severity"] == "fail" else "WARN")
         why = f": {g['reason']}" if g["reason"] else ""
+        if "band" in g:  # a dashboard or safety gate: graded against its bands
+            bands = ", ".join(f"{k} {v}" for k, v in g["bounds"].items())
+            print(f"{verdict} {g['metric']} = {g['value']} [{g['band']}] ({bands}){why}")
+            continue
         print(f"{verdict} {g['metric']} = {g['value']} ({bound}, {g['severity']}){why}")
     if "report_path" in report:
         print(f"report: {report['report_path']}")

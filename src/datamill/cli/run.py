@@ -63,7 +63,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan.cells:
         print("quotas      (largest remainder, exact)")
         for cell in plan.cells:
-            label = ", ".join(f"{k}={v}" for k, v in cell.values.items())
+            label = plan.label(cell.values)
             print(f"  {label:<40} {cell.count:>12,}")
     if plan.categories:
         print("categories  (the plan's exact counts, one block of slots each)")
@@ -292,6 +292,20 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"${e['cost_usd_max']:,.4f}, time ~{fmt_duration(e['seconds'])}  (actual so far: see llm)")  # fmt: skip
     if st.last_stop:
         print(f"last stop  {st.last_stop}")
+    if args.compare:
+        c = api.compare_tiers(args.compare, args.dir)
+
+        def show(w: dict[str, Any]) -> str:
+            def pct(v: float | None) -> str:
+                return "?" if v is None else f"{100 * v:.1f}%"
+
+            lat = "?" if w["latency_p50_ms"] is None else f"{w['latency_p50_ms']:,.0f} ms"
+            return f"success {pct(w['success_rate'])}, repairs {pct(w['repair_rate'])}, latency p50 {lat}"
+
+        print(f"tier       {args.compare}: {show(c['base'])}")
+        print(f"           this run: {show(c['tier'])}")
+        print(f"drift      {', '.join(c['flags']) or 'none'}")
+        return 1 if c["flags"] else 0
     return 0
 
 
@@ -466,6 +480,9 @@ def register(sub: Any) -> None:
     )
     sp.add_argument("dir")
     sp.add_argument("--json", action="store_true", help="print as JSON")
+    sp.add_argument(
+        "--compare", metavar="BASE_RUN", help="drift of this run's LLM attempts against a smaller tier (exit 1: flags)"
+    )
     sp.set_defaults(fn=cmd_status)
 
     sp = sub.add_parser(

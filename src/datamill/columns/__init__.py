@@ -7,7 +7,7 @@ from datamill.columns.expressions import Expression, Template
 from datamill.columns.generators import Generator, GeneratorContext
 from datamill.columns.judge import Judge
 from datamill.columns.llm import LLM, RunContext, recipe_model_slots
-from datamill.columns.samplers import Categorical, Conditional, Integer, Uniform
+from datamill.columns.samplers import Categorical, Conditional, Integer, TableDraw, Uniform
 from datamill.columns.validate import Validate
 from datamill.recipe import LoadedRecipe, column_order
 from datamill.recipe.check import column_model, dependencies, judge_fields, resolve_schema
@@ -19,6 +19,7 @@ from datamill.recipe.model import (
     IntegerSampler,
     JudgeColumn,
     LLMColumn,
+    TableSampler,
     TemplateColumn,
     UniformSampler,
     ValidateColumn,
@@ -43,6 +44,8 @@ def build_columns(loaded: LoadedRecipe, ctx: RunContext | None = None) -> list[C
             col = Uniform(name, spec)
         elif isinstance(spec, ConditionalSampler):
             col = Conditional(name, spec)
+        elif isinstance(spec, TableSampler):
+            col = TableDraw(name, spec, loaded.tables[spec.table])
         elif isinstance(spec, ExpressionColumn):
             col = Expression(name, spec)
         elif isinstance(spec, TemplateColumn):

@@ -72,10 +72,12 @@ class Column(ABC):
         """:meth:`evaluate` on a running event loop: columns that wait on I/O override it."""
         self.evaluate(batch)
 
+    uses_rng = True  # False: the column never draws (expressions, templates, checks), so no stream is seeded
+
     def evaluate_slot(self, state: SlotState) -> None:
-        rng = state.rng(self.name)
+        rng = state.rng(self.name) if self.uses_rng else None
         for row in state.rows:
-            row[self.name] = self.evaluate_row(state, row, rng)
+            row[self.name] = self.evaluate_row(state, row, rng)  # type: ignore[arg-type]
 
     def close(self) -> None:  # noqa: B027 - a hook with a default, not an abstract method
         """Release what the column holds (connections, event loops); the default holds nothing."""

@@ -11,6 +11,8 @@ from datamill.recipe.model import ExpressionColumn, TemplateColumn
 
 
 class Expression(Column):
+    uses_rng = False
+
     def __init__(self, name: str, spec: ExpressionColumn) -> None:
         super().__init__(name, spec.emit)
         self._fn = JINJA.compile_expression(spec.expr, undefined_to_none=False)
@@ -20,6 +22,8 @@ class Expression(Column):
 
 
 class Template(Column):
+    uses_rng = False
+
     def __init__(self, name: str, spec: TemplateColumn) -> None:
         super().__init__(name, spec.emit)
         self._tpl = JINJA.from_string(spec.template)

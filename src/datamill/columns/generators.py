@@ -17,6 +17,7 @@ from typing import Any
 from datamill.columns.base import Column, SlotState
 from datamill.recipe.check import resolve_generator
 from datamill.recipe.model import GeneratorColumn
+from datamill.seeds import sub_seed
 
 
 @dataclass
@@ -27,13 +28,22 @@ class GeneratorContext:
     attempt: int
     seed: int
     slot_id: str
-    rng: random.Random
+    rng_label: str
     params: dict[str, Any]
     cycle: int | None
     cycle_params: dict[str, Any]
     inputs: dict[str, Any]
     size: int = 0  # slots in the plan
     dropped: str | None = field(default=None)
+
+    _rng: random.Random | None = field(default=None, repr=False)
+
+    @property
+    def rng(self) -> random.Random:
+        """This generator's stream of the slot, seeded on first use (one per slot, shared by its rows)."""
+        if self._rng is None:
+            self._rng = random.Random(sub_seed(self.seed, self.rng_label))
+        return self._rng
 
     def drop(self, reason: str) -> None:
         """Give up this slot on purpose: no records, counted under ``reason``."""
@@ -51,16 +61,17 @@ class Generator(Column):
         self.inputs = inputs
 
     def evaluate_slot(self, state: SlotState) -> None:
-        rng = state.rng(self.name)
         params = {**state.params, **self.params}
         rows: list[dict[str, Any]] = []
+        shared: random.Random | None = None
         for row in state.rows:
             ctx = GeneratorContext(
                 slot=state.slot,
                 attempt=state.attempt,
                 seed=state.seed,
                 slot_id=state.slot_id,
-                rng=rng,
+                rng_label=self.name,
+                _rng=shared,
                 params=params,
                 cycle=state.cycle,
                 cycle_params=state.cycle_params,
@@ -68,6 +79,7 @@ class Generator(Column):
                 size=state.size,
             )
             produced = list(self.fn(ctx))  # a slot's records are all-or-nothing
+            shared = ctx._rng  # the rows of one slot share one stream, as before
             if ctx.dropped is not None:
                 state.dropped = ctx.dropped
                 state.rows = []

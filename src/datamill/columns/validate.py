@@ -126,6 +126,8 @@ def check_sql(text: str, dialect: str | None = None) -> str | None:
 class Validate(Column):
     """A ``validate`` column: ``{"ok": bool, "error": str | None}`` for one field of the row."""
 
+    uses_rng = False
+
     def __init__(self, name: str, spec: ValidateColumn) -> None:
         super().__init__(name, spec.emit)
         self.field = spec.field

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from datamill.recipe.model import LLMColumn, Recipe, Scalar
+from datamill.recipe.model import LLMColumn, Recipe, Scalar, TableSampler
+from datamill.recipe.tables import Table
 from datamill.seeds import sub_seed
 
 
@@ -88,7 +89,9 @@ class Cell:
 class Plan:
     """Slots, strata, cycles and ranges of one recipe."""
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, tables: dict[str, Table] | None = None) -> None:
+        self.tables = tables or {}
+        self._recipe_columns = dict(recipe.columns)
         self.name = recipe.name
         self.seed = recipe.seed
         self.size = recipe.size
@@ -113,8 +116,15 @@ class Plan:
     def _allocate(self, recipe: Recipe) -> list[Cell]:
         if not recipe.quotas:
             return []
-        axes = []
+        axes: list[list[tuple[str, Scalar, Fraction]]] = []
         for col, weights in recipe.quotas.items():
+            if weights == "table":  # a table sampler's rows, by weight: exact counts of the joint table
+                spec = recipe.columns[col]
+                assert isinstance(spec, TableSampler)
+                ws = self.tables[spec.table].weights(spec.weight)
+                total = sum(Fraction(w) for w in ws)
+                axes.append([(col, i, Fraction(w) / total) for i, w in enumerate(ws) if w > 0])
+                continue
             total = sum(Fraction(w) for w in weights.values())
             axes.append([(col, v, Fraction(w) / total) for v, w in weights.items()])
         cells = list(itertools.product(*axes))
@@ -132,6 +142,20 @@ class Plan:
         if self._perm is None:
             return {}
         return self.cells[bisect_right(self._bounds, self._perm(slot))].values
+
+    def label(self, values: dict[str, Scalar]) -> str:
+        """A quota cell as words: a table quota's row index shown as its cells."""
+        parts = []
+        for col, v in values.items():
+            spec = self._recipe_columns.get(col)
+            if isinstance(spec, TableSampler) and isinstance(v, int) and spec.table in self.tables:
+                table = self.tables[spec.table]
+                row = table.rows[v]
+                cells = [c for i, c in enumerate(row) if table.columns[i] != spec.weight]
+                parts.append(f"{col}={'/'.join(cells)}")
+            else:
+                parts.append(f"{col}={v}")
+        return ", ".join(parts)
 
     def category(self, slot: int) -> dict[str, Any] | None:
         """The plan category of ``slot`` (None without a planner, or before planning)."""

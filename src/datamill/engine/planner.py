@@ -43,7 +43,7 @@ def base_hash(loaded: LoadedRecipe) -> str:
     from datamill.recipe.loader import recipe_hash
 
     params = {k: v for k, v in loaded.recipe.params.items() if k != "plan"}
-    return recipe_hash(loaded.recipe.model_copy(update={"params": params, "size": 1}), loaded.source)
+    return recipe_hash(loaded.recipe.model_copy(update={"params": params, "size": 1}), loaded.source, loaded.tables)
 
 
 def plan_schema(hints: list[tuple[str, int | None]], max_categories: int) -> dict[str, Any]:

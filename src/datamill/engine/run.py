@@ -236,7 +236,7 @@ def execute(
     for col in loaded.recipe.columns.values():
         if isinstance(col, LLMColumn):
             preflight(column_model(loaded.recipe, col))
-    plan = Plan(loaded.recipe)
+    plan = Plan(loaded.recipe, loaded.tables)
     executor = executor or LocalExecutor(1)
     progress = progress or NullProgress()
     run_dir = open_run_dir(loaded, out)

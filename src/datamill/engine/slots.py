@@ -40,7 +40,7 @@ class SlotRunner:
     def __init__(self, loaded: LoadedRecipe, ctx: RunContext | None = None) -> None:
         self.loaded = loaded
         self.recipe = loaded.recipe
-        self.plan = Plan(self.recipe)
+        self.plan = Plan(self.recipe, loaded.tables)
         self.columns: list[Column] = build_columns(loaded, ctx)
         # Rows as slots: row i of the source is slot i; its columns come first in every record.
         self.source = Source(loaded.source) if loaded.source is not None else None
@@ -57,7 +57,9 @@ class SlotRunner:
         by_name = {c.name: c for c in self.columns}
         # Output follows declared order; a generator's dict is merged in at its place.
         self._emit = [
-            (name, isinstance(by_name[name], Generator)) for name in self.recipe.columns if by_name[name].emit
+            (name, isinstance(by_name[name], Generator) or getattr(by_name[name], "merge", False))
+            for name in self.recipe.columns
+            if by_name[name].emit
         ]
 
     def state(self, slot: int, attempt: int = 0, row: dict[str, Any] | BadRow | None = None) -> SlotState:

@@ -171,6 +171,19 @@ def drift(rows: list[dict[str, Any]], windows: int = 5) -> dict[str, Any]:
         return {"windows": 0, "flags": []}
     size = len(rows) // windows
     first, last = window_stats(rows[:size]), window_stats(rows[-size:])
+    return {"windows": windows, "first": first, "last": last, "flags": drift_flags(first, last)}
+
+
+def compare_tiers(base: list[dict[str, Any]], tier: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seed 003's tier check: a run (``tier``, e.g. 100K) against a smaller one (``base``, 1K),
+    whole against whole, by the same rules as :func:`drift`."""
+    a = window_stats([r for r in base if r["status"] not in ("cached", "step_down")])
+    b = window_stats([r for r in tier if r["status"] not in ("cached", "step_down")])
+    return {"base": a, "tier": b, "flags": drift_flags(a, b)}
+
+
+def drift_flags(first: dict[str, Any], last: dict[str, Any]) -> list[str]:
+    """Which of seed 003's drift rules ``last`` breaks against ``first``."""
     flags = []
     fr, lr = first["repair_rate"], last["repair_rate"]
     if fr is not None and lr is not None and lr > max(fr * 1.5, fr + 0.02):
@@ -181,4 +194,4 @@ def drift(rows: list[dict[str, Any]], windows: int = 5) -> dict[str, Any]:
     fs, ls = first["success_rate"], last["success_rate"]
     if fs is not None and ls is not None and ls < fs - 0.05:
         flags.append("success_rate_drop")
-    return {"windows": windows, "first": first, "last": last, "flags": flags}
+    return flags

@@ -29,12 +29,20 @@ def load_gates(path: str | Path) -> list[GateSpec]:
     out = []
     for i, item in enumerate(data):
         try:
-            out.append(GateSpec.model_validate(item))
+            out.append(anchored(GateSpec.model_validate(item), p.parent))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
-            raise InputError(f"--gates: {path}: gates[{i}]{'.' + where if where else ''}: {err['msg']}") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise InputError(f"--gates: {path}: gates[{i}]{'.' + where if where else ''}: {msg}") from None
     return out
+
+
+def anchored(spec: GateSpec, base_dir: Path) -> GateSpec:
+    """``spec`` with its data files (``table``, ``patterns``, ``lexicon``) resolved against ``base_dir``."""
+    update = {k: str((base_dir / v).resolve()) for k in ("table", "patterns", "lexicon")
+              if isinstance(v := getattr(spec, k), str) and not Path(v).expanduser().is_absolute()}  # fmt: skip
+    return spec.model_copy(update=update) if update else spec
 
 
 def evaluate(gates: list[GateSpec], metrics: dict[str, Any]) -> list[dict[str, Any]]:

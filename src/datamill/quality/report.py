@@ -2,8 +2,9 @@
 
 No network: the data is a JSON blob inside the page and a small inline script draws the plots as
 SVG — length histograms, category bars against their targets, quota plan versus actual, dedup
-rounds, the gate table, and, when the run has an attempt log, the LLM telemetry summary and
-latency over time.
+rounds, the gate table, the dashboard and safety gates (a table with their bands, a gauge per
+metric, anchor shares, openings, polarity scores, fairness against its table), and, when the run
+has an attempt log, the LLM telemetry summary and latency over time.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def build_data(run_dir: str | Path) -> dict[str, Any]:
         "quota": report["summary"]["quota"],
         "gates": report["summary"]["gates"],
         "metrics": report["summary"]["metrics"],
+        "dashboard": report["summary"].get("dashboard") or [],
+        "safety": report["summary"].get("safety") or [],
         "dedup": orjson.loads(dedup_path.read_bytes()) if dedup_path.is_file() else None,
         "telemetry": summarize(rows) if rows else None,
         "latency": _latency_series(rows),
@@ -114,12 +117,14 @@ h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #dde
 .card{border:1px solid #dde3ea;border-radius:8px;padding:10px 12px;background:#fbfcfd}
 .card h3{font-size:13px;margin:0 0 6px;color:#47525e}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e6ebf0;padding:4px 8px;text-align:left}
+.band-healthy{color:#1a7f37;font-weight:600}.band-warning{color:#9a6700;font-weight:600}.band-critical{color:#cf222e;font-weight:600}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}.warn{color:#9a6700;font-weight:600}
 svg text{font-size:10px;fill:#47525e}.muted{color:#6e7781}
 </style></head><body>
 <h1>datamill report: {{TITLE}}</h1>
 <p id="summary" class="muted"></p>
 <h2>Gates</h2><div id="gates"></div>
+<h2>Dashboard and safety</h2><div id="dashboard"></div><div id="dashboard-plots" class="grid"></div>
 <h2>Field lengths (characters)</h2><div id="lengths" class="grid"></div>
 <h2>Categories against targets</h2><div id="categories" class="grid"></div>
 <h2>Quotas: plan and actual</h2><div id="quota"></div>
@@ -170,7 +175,7 @@ if (D.gates.length) {
   for (const g of D.gates) {
     const r = el("tr", {}, t);
     el("td", {}, r, g.metric); el("td", {}, r, String(g.value));
-    el("td", {}, r, [g.min !== null ? "≥ " + g.min : "", g.max !== null ? "≤ " + g.max : ""].filter(Boolean).join(" "));
+    el("td", {}, r, g.bounds ? "healthy " + g.bounds.healthy : [g.min !== null ? "≥ " + g.min : "", g.max !== null ? "≤ " + g.max : ""].filter(Boolean).join(" "));
     el("td", {}, r, g.severity);
     el("td", {class: g.passed ? "pass" : (g.severity === "fail" ? "fail" : "warn")}, r, g.passed ? "PASS" : (g.severity === "fail" ? "FAIL" : "WARN"));
   }
@@ -226,6 +231,57 @@ if (D.telemetry) {
     el("text", {x: 2, y: P - 8}, svg, ymax.toFixed(0) + " ms");
   }
 } else el("p", {class: "muted"}, tel, "No LLM attempts in this run.");
+const dash = document.getElementById("dashboard");
+const boardRows = D.dashboard.concat(D.safety);
+function gauge(parent, row) {
+  // The value against its bands: zones coloured healthy / warning / critical, a mark at the value.
+  const W = 320, H = 52, P = 10, v = row.value, wb = row.warn, cb = row.critical;
+  const a = Math.min(v, wb, cb), b = Math.max(v, wb, cb);
+  const pad = ((b - a) || Math.abs(b) || 1) * 0.35;
+  const lo = a >= 0 && a - pad < 0 ? 0 : a - pad, hi = b + pad;
+  const x = t => P + (W - 2 * P) * (t - lo) / (hi - lo);
+  const svg = el("svg", {width: W, height: H, class: "plot", "data-kind": "band-gauge", "data-band": row.band}, parent);
+  const zones = row.direction === "higher"
+    ? [[lo, cb, "#fecaca"], [cb, wb, "#fde68a"], [wb, hi, "#bbf7d0"]]
+    : [[lo, wb, "#bbf7d0"], [wb, cb, "#fde68a"], [cb, hi, "#fecaca"]];
+  for (const [z0, z1, fill] of zones) if (z1 > z0) el("rect", {x: x(z0), y: 16, width: x(z1) - x(z0), height: 16, fill: fill}, svg);
+  el("line", {x1: x(v), y1: 13, x2: x(v), y2: 35, stroke: "#1d232a", "stroke-width": 2, "data-value": v}, svg);
+  el("text", {x: Math.max(P, Math.min(W - 60, x(v) - 12)), y: 10}, svg, String(v));
+  el("text", {x: P, y: 47}, svg, String(Math.round(lo * 1000) / 1000));
+  el("text", {x: W - P - 30, y: 47}, svg, String(Math.round(hi * 1000) / 1000));
+}
+if (boardRows.length) {
+  const t = el("table", {id: "dashboard-table"}, dash);
+  const hr = el("tr", {}, t); ["gate", "field", "value", "band", "healthy", "warning", "critical", "why", "examples"].forEach(x => el("th", {}, hr, x));
+  for (const row of boardRows) {
+    const r = el("tr", {}, t);
+    el("td", {}, r, row.name); el("td", {}, r, row.field === null ? "" : String(row.field));
+    el("td", {}, r, row.value === null ? "n/a" : String(row.value));
+    el("td", {class: "band-" + (row.band === "n/a" ? "na" : row.band)}, r, row.band);
+    for (const k of ["healthy", "warning", "critical"]) el("td", {}, r, row.bounds[k] || "");
+    el("td", {}, r, row.reason || "");
+    const ids = [];
+    for (const ex of row.examples) { if (ex.sample_id !== undefined) ids.push(ex.sample_id); else if (ex.sample_ids) ids.push(...ex.sample_ids); }
+    el("td", {class: "muted"}, r, ids.slice(0, 3).join(", "));
+  }
+  for (const row of boardRows) {
+    const title = row.metric + " [" + row.band + "]";
+    if (row.value !== null) gauge(card("dashboard-plots", title), row);
+    const d = row.details || {};
+    if (row.name === "anchor_share" && d.top) {
+      const top = d.top.slice(0, 20);
+      bars(card("dashboard-plots", row.metric + ": top anchors, share of records"), top.map(x => x.anchor), [top.map(x => x.share)], ["#8b5cf6"], "anchor-shares");
+    } else if (row.name === "opening_entropy" && d.distribution) {
+      const k = Object.keys(d.distribution);
+      bars(card("dashboard-plots", row.metric + ": openings"), k, [k.map(x => d.distribution[x])], ["#0ea5e9"], "opening-bars");
+    } else if (row.name === "pollyanna" && d.score_counts) {
+      bars(card("dashboard-plots", row.metric + ": records by polarity score"), ["<" + d.score_edges[0]].concat(d.score_edges.map(e => "≥" + e)), [d.score_counts], ["#f97316"], "pollyanna-hist");
+    } else if (row.name === "fairness" && d.rows) {
+      const rs = d.rows;
+      bars(card("dashboard-plots", row.metric + " (bars: observed, grey: expected)"), rs.map(x => x.value), [rs.map(x => x.observed_share), rs.map(x => x.expected_share)], ["#10b981", "#9ca3af"], "fairness-bars");
+    }
+  }
+} else el("p", {class: "muted"}, dash, "No dashboard or safety gates declared.");
 document.body.setAttribute("data-rendered", "yes");
 </script></body></html>
 """

@@ -24,6 +24,7 @@ import orjson
 from datamill.errors import InputError
 from datamill.quality import extensions
 from datamill.quality import metrics as m
+from datamill.quality.board import Board, base_dir_of
 from datamill.quality.content import ContentCheck
 from datamill.quality.gates import evaluate
 from datamill.quality.judge import JudgeCheck
@@ -175,6 +176,7 @@ def verify(
     ext_params = {**((manifest or {}).get("recipe", {}).get("params") or {}), **(params or {})}
     extension: Any = None
     checks = [_content_check(g) for g in gates or [] if g.check is not None]
+    board = Board(gates or [], base_dir_of(manifest), Path(target) if manifest else None)
     pool = ThreadPoolExecutor(max_workers=1) if counter is not None else None
     inflight: list[Future[None]] = []
 
@@ -210,6 +212,8 @@ def verify(
                 check.add(rec, cache)
         if extension is not None:
             extension.add(rec)
+        if board.active:
+            board.add(rec)
         sid = rec.get("sample_id")
         if sid is not None:
             if sid in seen_ids:
@@ -314,13 +318,16 @@ def verify(
             flat[f"mutual_information.{a}.{cat_keys[j]}"] = round(_mi(pairs), 4)
     for k, verdict in verdicts.items():
         flat.update(verdict.metrics(k, n))
+    boarded = board.finish()  # dashboard and safety gates: their time counts in time_per_100_items
+    flat.update(boarded["metrics"])
     seconds = time.perf_counter() - t0
     flat["time_per_100_items"] = round(seconds / n * 100, 4)
     for check in checks:
         if isinstance(check, JudgeCheck):
             check.run()
         flat[check.name] = check.share()
-    all_gates = [g for g in gates or [] if g.check is None] + [c.spec for c in checks]
+    plain = [g for g in gates or [] if g.check is None and g.dashboard is None and g.safety is None]
+    all_gates = plain + [c.spec for c in checks]
     if perf_budget_sec_per_100 is not None:
         all_gates.append(GateSpec(metric="time_per_100_items", max=perf_budget_sec_per_100, severity="warn"))
     gate_results = evaluate(all_gates, flat)
@@ -343,6 +350,7 @@ def verify(
                 f" e.g. {ex['sample_id']}: {ex['reason']}{missing}"
             )
         res["examples"] = found["examples"]
+    gate_results += boarded["gates"]
     ext_header: dict[str, Any] = {}
     ext_summary: dict[str, Any] = {}
     if extension is not None:
@@ -375,6 +383,8 @@ def verify(
             "tokenizer": str(counter.path) if counter else None,
             "gates": gate_results,
             "content": content,
+            "dashboard": boarded["dashboard"],
+            "safety": boarded["safety"],
             "passed": not dups and all(g["passed"] or g["severity"] == "warn" for g in gate_results),
             **ext_summary,
         },

@@ -28,6 +28,7 @@ from datamill.recipe.model import (
     LLMColumn,
     ModelSpec,
     Recipe,
+    TableSampler,
     TemplateColumn,
     ValidateColumn,
 )
@@ -85,6 +86,9 @@ def dependencies(recipe: Recipe, name: str) -> list[str]:
     names = list(recipe.columns)
     if isinstance(col, ConditionalSampler):
         return [col.on]
+    if isinstance(col, TableSampler):
+        given = {f.split(".", 1)[0] for f in col.given.values()}
+        return [n for n in names if n in given]
     if isinstance(col, (ExpressionColumn, TemplateColumn)):
         used = jinja2.meta.find_undeclared_variables(JINJA.parse(template_source(col)))
         return [n for n in names if n in used]
@@ -215,6 +219,13 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                     Dialect.get_or_raise(col.dialect)
                 except ValueError as exc:
                     raise loc.error((*where, "dialect"), f"{exc} Expected a sqlglot dialect, e.g. postgres") from None
+        elif isinstance(col, TableSampler):
+            for table_col, ref in col.given.items():
+                root = ref.split(".", 1)[0]
+                if root not in recipe.columns and root not in inputs:
+                    raise loc.error((*where, "given", table_col), f"unknown field {ref!r}; expected one of: {known}")
+                if root == name:
+                    raise loc.error((*where, "given", table_col), f"column {name!r} cannot be conditioned on itself")
         elif isinstance(col, ConditionalSampler):
             if col.on not in recipe.columns:
                 raise loc.error((*where, "on"), f"unknown column {col.on!r}; expected one of: {known}")
@@ -248,6 +259,19 @@ def check_recipe(loaded: LoadedRecipe) -> None:
     _check_planner(loaded)
     _check_quotas(loaded)
     _check_cycles(loaded)
+    _check_gate_files(loaded)
+
+
+def _check_gate_files(loaded: LoadedRecipe) -> None:
+    """Dashboard and safety gates' data files (tables, pattern packs, lexicons) must load."""
+    from datamill.recipe.gatekinds import check_files
+
+    for i, gate in enumerate(loaded.recipe.gates):
+        if gate.dashboard is None and gate.safety is None:
+            continue
+        problem = check_files(gate, loaded.base_dir)
+        if problem is not None:
+            raise loaded.locator.error(("gates", i, problem[0]), problem[1])
 
 
 def _parsed(loaded: LoadedRecipe, where: tuple[str, ...], src: str, what: str) -> Any:
@@ -363,8 +387,14 @@ def _check_quotas(loaded: LoadedRecipe) -> None:
     recipe, loc = loaded.recipe, loaded.locator
     for col_name, weights in recipe.quotas.items():
         col = recipe.columns.get(col_name)
+        if weights == "table":
+            if not isinstance(col, TableSampler) or col.given:
+                raise loc.error(("quotas", col_name), "quota 'table' needs a table sampler column without given:",
+                                at_key=True)  # fmt: skip
+            continue
         if not isinstance(col, CategoricalSampler):
-            raise loc.error(("quotas", col_name), "expected the name of a categorical sampler column", at_key=True)
+            raise loc.error(("quotas", col_name), "expected the name of a categorical sampler column (or a table "
+                            "sampler's, with: table)", at_key=True)  # fmt: skip
         for value, w in weights.items():
             if value not in col.values:
                 raise loc.error(

@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from datamill.errors import RecipeError, UsageError
 from datamill.recipe.model import COLUMN_TAGS, Recipe
+from datamill.recipe.tables import Table, TableError, check_weights, load_table
 from datamill.store.source import SourceInfo, scan_cached
 
 Loc = Sequence[Any]  # field names, list indices, and YAML keys of any scalar type
@@ -130,6 +131,7 @@ class LoadedRecipe:
     base_dir: Path
     locator: Locator = field(repr=False, compare=False)
     source: SourceInfo | None = field(default=None, repr=False, compare=False)  # the scanned source: rows
+    tables: dict[str, Table] = field(default_factory=dict, repr=False, compare=False)  # table samplers' CSVs
 
     def with_overrides(
         self,
@@ -165,11 +167,11 @@ class LoadedRecipe:
                 raise UsageError(f"{flag}: not a flag or a parameter of {self.recipe.name} (parameters: {known})")
             update["params"] = {**self.recipe.params, **params}
         recipe = self.recipe.model_copy(update=update)
-        return LoadedRecipe(recipe, self.file, self.base_dir, self.locator, self.source)
+        return LoadedRecipe(recipe, self.file, self.base_dir, self.locator, self.source, self.tables)
 
     @property
     def hash(self) -> str:
-        return recipe_hash(self.recipe, self.source)
+        return recipe_hash(self.recipe, self.source, self.tables)
 
 
 # Model settings that decide how requests are sent, never what comes back: a run may resume with
@@ -180,18 +182,23 @@ OPERATIONAL_MODEL_KEYS = frozenset(
 )  # fmt: skip
 
 
-def recipe_hash(recipe: Recipe, source: SourceInfo | None = None) -> str:
+def recipe_hash(recipe: Recipe, source: SourceInfo | None = None, tables: dict[str, Table] | None = None) -> str:
     """A stable hash of everything in the recipe that decides its output.
 
-    With a source, that includes the input's content (its hash and rows), not where it lies.
+    With a source, that includes the input's content (its hash and rows), not where it lies; so
+    do table samplers' tables.
     """
     data = recipe.model_dump(mode="json")
+    if tables:
+        data["table_contents"] = {k: t.content_hash for k, t in sorted(tables.items())}
     if data.get("source") is None:
         data.pop("source", None)  # new field: recipes without one keep their hashes
     else:
         data["source"] = {"format": data["source"]["format"], "key": data["source"]["key"],
                           "content_hash": source.content_hash if source else None}  # fmt: skip
     data.pop("gates", None)  # gates judge the output; they do not decide it
+    data.pop("exports", None)  # exports and the release shape what is shipped, not what is generated
+    data.pop("release", None)
     # New fields at their defaults are left out, so recipes that do not use them keep their hashes.
     if data.get("planner") is None:
         data.pop("planner", None)
@@ -248,9 +255,34 @@ def load_text(text: str, file: str, base_dir: Path) -> LoadedRecipe:
             raise locator.error(("size",), why)
         if recipe.size == 0:
             recipe = recipe.model_copy(update={"size": source.rows})
-    loaded = LoadedRecipe(recipe, file, base_dir, locator, source)
+    loaded = LoadedRecipe(recipe, file, base_dir, locator, source, _tables(recipe, base_dir, locator))
     check_recipe(loaded)
     return loaded
+
+
+def _tables(recipe: Recipe, base_dir: Path, locator: Locator) -> dict[str, Table]:
+    """Each table sampler's CSV, read and checked against what the column asks of it."""
+    from datamill.recipe.model import TableSampler
+
+    out: dict[str, Table] = {}
+    for name, col in recipe.columns.items():
+        if not isinstance(col, TableSampler):
+            continue
+        where = ("columns", name)
+        try:
+            table = out.get(col.table) or load_table(base_dir / col.table)
+            check_weights(table, col.weight)
+        except TableError as exc:
+            raise locator.error((*where, "table"), str(exc)) from None
+        for key, wanted in (("value", [col.value] if col.value else []), ("given", list(col.given))):
+            missing = [c for c in wanted if c not in table.columns]
+            if missing:
+                raise locator.error((*where, key), f"{col.table} has no column {missing[0]!r}; columns: "
+                                                   f"{', '.join(table.columns)}")  # fmt: skip
+        if col.weight in [col.value, *col.given]:
+            raise locator.error((*where, "weight"), f"{col.weight!r} is the weight column; it cannot be a value too")
+        out[col.table] = table
+    return out
 
 
 def load_file(path: str | Path) -> LoadedRecipe:

@@ -21,6 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from datamill.recipe import gatekinds
+from datamill.recipe.gatekinds import DashboardName, SafetyName
+
 Scalar = str | int | float | bool
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -133,6 +136,28 @@ class ConditionalSampler(_ColumnBase):
                 raise ValueError(f"{key}: expected at least one {{choice: weight}}")
             _check_weights(list(row.values()))
         return table
+
+
+class TableSampler(_ColumnBase):
+    """``{sampler: table, table: FILE.csv, weight: count, value: COL, given: {COL: FIELD}}``.
+
+    A row of a weighted CSV table (:mod:`datamill.recipe.tables`), drawn by its weight. With
+    ``value`` the column holds that cell; without, the row's cells (all but the weight and the
+    ``given`` columns) are fields merged into the record, in table order. ``given`` makes the table
+    conditional: only rows whose ``COL`` equals the record's ``FIELD`` (a column, or ``column.key``)
+    are drawn from. ``quotas: {NAME: table}`` turns the weights into exact counts instead.
+    """
+
+    sampler: Literal["table"]
+    table: str = Field(min_length=1, description="CSV file, relative to the recipe")
+    weight: str = Field("count", min_length=1, description="the column of weights (counts or shares)")
+    value: str | None = Field(None, min_length=1, description="the column whose cell is this column's value")
+    given: dict[str, str] = Field(default_factory=dict, description="table column -> record field it must equal")
+
+    @field_validator("given", mode="before")
+    @classmethod
+    def _given_list(cls, v: Any) -> Any:
+        return {g: g for g in v} if isinstance(v, list) else v
 
 
 class ExpressionColumn(_ColumnBase):
@@ -319,12 +344,13 @@ class ValidateColumn(_ColumnBase):
         return v
 
 
-_SAMPLERS = {"categorical", "integer", "uniform", "conditional"}
+_SAMPLERS = {"categorical", "integer", "uniform", "conditional", "table"}
 _TAG_OF = {
     "CategoricalSampler": "categorical",
     "IntegerSampler": "integer",
     "UniformSampler": "uniform",
     "ConditionalSampler": "conditional",
+    "TableSampler": "table",
     "ExpressionColumn": "expr",
     "TemplateColumn": "template",
     "GeneratorColumn": "generator",
@@ -354,6 +380,7 @@ Column = Annotated[
     | Annotated[IntegerSampler, Tag("integer")]
     | Annotated[UniformSampler, Tag("uniform")]
     | Annotated[ConditionalSampler, Tag("conditional")]
+    | Annotated[TableSampler, Tag("table")]
     | Annotated[ExpressionColumn, Tag("expr")]
     | Annotated[TemplateColumn, Tag("template")]
     | Annotated[GeneratorColumn, Tag("generator")]
@@ -365,7 +392,7 @@ Column = Annotated[
         custom_error_type="column_kind",
         custom_error_message=(
             "expected a mapping with exactly one of sampler (categorical, integer, uniform, "
-            "conditional), expr, template, generator, llm, judge or validate"
+            "conditional, table), expr, template, generator, llm, judge or validate"
         ),
     ),
 ]
@@ -373,7 +400,19 @@ Column = Annotated[
 # Union tags in pydantic error locations; the locator drops one where the YAML has no such key
 # (``columns.a.llm.llm.prompt`` -> ``columns.a.llm.prompt``).
 COLUMN_TAGS = frozenset(
-    {"categorical", "integer", "uniform", "conditional", "expr", "template", "generator", "llm", "judge", "validate"}
+    {
+        "categorical",
+        "integer",
+        "uniform",
+        "conditional",
+        "table",
+        "expr",
+        "template",
+        "generator",
+        "llm",
+        "judge",
+        "validate",
+    }
 )
 
 
@@ -452,6 +491,41 @@ class GateSpec(_Strict):
     max_invalid_rate: float | None = Field(
         default=None, ge=0, le=1, description="shorthand: columns.<column>.invalid_rate <= this"
     )
+    # Dashboard and safety gates (datamill.recipe.gatekinds says which options each takes).
+    dashboard: DashboardName | None = None
+    safety: SafetyName | None = None
+    field: str | list[str] | None = Field(default=None, description="dashboard, stereotypes: the field(s) measured")
+    warn: float | None = Field(default=None, description="dashboard: the bound between healthy and warning")
+    critical: float | None = Field(default=None, description="dashboard: the bound between warning and critical")
+    words: int | None = Field(default=None, ge=1, description="opening_entropy: first words of a text; starter_variety")
+    sample: int | None = Field(default=None, ge=1, description="text metrics: records in the deterministic sample")
+    threshold: float | None = Field(default=None, gt=0, le=1, description="near_dup, pollyanna, trigram")
+    window: int | None = Field(default=None, ge=2, description="mattr: words per window")
+    top: int | None = Field(default=None, ge=1, description="anchors: how many most common anchors")
+    max_share: float | None = Field(default=None, ge=0, le=1, description="anchor_share, determinism, stereotypes")
+    by: str | None = Field(default=None, min_length=1, description="anchor_region_mi: the field anchors depend on")
+    languages: list[Literal["en", "ro"]] | None = Field(default=None, min_length=1, description="shipped packs")
+    lexicon: str | None = Field(default=None, min_length=1, description="pollyanna: a lexicon file")
+    patterns: str | None = Field(default=None, min_length=1, description="stereotypes: a pattern file")
+    protected: list[str] | None = Field(default=None, min_length=1, description="determinism: protected fields")
+    attributes: list[str] | None = Field(default=None, min_length=1, description="determinism: decided-by fields")
+    min_group: int | None = Field(default=None, ge=1, description="determinism: smaller groups are skipped")
+    attribute: str | None = Field(default=None, min_length=1, description="fairness: the field compared")
+    table: str | None = Field(default=None, min_length=1, description="fairness: CSV of target weights")
+    weight: str | None = Field(default=None, min_length=1, description="fairness: the table's weight column")
+    given: list[str] | dict[str, str] | None = Field(default=None, description="fairness: conditioning columns")
+    tolerance: float | None = Field(default=None, gt=0, description="fairness: relative tolerance")
+    min_expected: float | None = Field(default=None, ge=0, description="fairness: least count tested")
+
+    @property
+    def field_list(self) -> list[str]:
+        """``field`` as a list (one name or several)."""
+        return [] if self.field is None else [self.field] if isinstance(self.field, str) else list(self.field)
+
+    @property
+    def given_map(self) -> dict[str, str]:
+        """``given`` as table column -> record field."""
+        return {g: g for g in self.given} if isinstance(self.given, list) else dict(self.given or {})
 
     def _column_shorthand(self) -> None:
         """Turn ``column`` + ``min_mean_score``/``max_invalid_rate`` into a metric and a bound.
@@ -479,10 +553,17 @@ class GateSpec(_Strict):
 
     @model_validator(mode="after")
     def _bounded(self) -> GateSpec:
+        if self.dashboard is not None or self.safety is not None:
+            gatekinds.validate(self)
+            return self
+        named = [k for k in gatekinds.ALL_OPTIONS if getattr(self, k) is not None]
+        if named:
+            raise ValueError(f"{named[0]}: only dashboard and safety gates take it; expected dashboard: or safety:")
         self._column_shorthand()
         if self.check is None:
             if self.metric is None:
-                raise ValueError("expected metric (a bound on a report metric) or check (a content check)")
+                raise ValueError("expected metric (a bound on a report metric), check (a content check), "
+                                 "dashboard (a dashboard metric) or safety (a safety gate)")  # fmt: skip
             if self.min is None and self.max is None:
                 raise ValueError("expected min, max or both")
             return self
@@ -565,6 +646,68 @@ class SourceSpec(_Strict):
     )
 
 
+FULL_PROFILE = "internal_full"  # the export profile that keeps every field, declared or not
+
+
+class ExportProfile(_Strict):
+    """``exports: {NAME: {fields, rename, schema}}``: one shape of the dataset for export.
+
+    ``fields`` keeps those fields, in that order (default: every field); ``rename`` maps a field
+    to its exported name; ``schema`` is a JSON schema (inline, or a ``.json`` file relative to the
+    recipe) that every exported record must match. ``internal_full`` keeps everything.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    fields: list[str] | None = Field(None, min_length=1)
+    rename: dict[str, str] = Field(default_factory=dict)
+    schema_: dict[str, Any] | str | None = Field(None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
+        if isinstance(v, str) and not v.endswith(".json"):
+            raise ValueError(f"expected a JSON schema, inline or a .json file, got {v!r}")
+        if isinstance(v, dict):
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(v).check_schema(v)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _names(self) -> ExportProfile:
+        if self.fields is not None:
+            if len(set(self.fields)) != len(self.fields):
+                raise ValueError(f"fields: expected distinct names, got {self.fields}")
+            dropped = [k for k in self.rename if k not in self.fields]
+            if dropped:
+                raise ValueError(f"rename: {dropped[0]!r} is not in fields, so it is not exported")
+            out = [self.rename.get(f, f) for f in self.fields]
+            if len(set(out)) != len(out):
+                raise ValueError("rename: two fields would be exported under one name")
+        if len(set(self.rename.values())) != len(self.rename):
+            raise ValueError("rename: two fields would be exported under one name")
+        return self
+
+
+class ReleaseSpec(_Strict):
+    """``release: {...}``: what ``datamill release`` writes into the dataset card and Hub folder."""
+
+    profiles: list[str] | None = Field(
+        None, min_length=1, description="export profiles released as configs (default: every one, then internal_full)"
+    )
+    license: str = Field("unknown", min_length=1, description="a Hub license id (apache-2.0, cc-by-4.0, ...)")
+    language: list[str] = Field(default_factory=lambda: ["en"])
+    task_categories: list[str] = Field(default_factory=lambda: ["text-generation"])
+    tags: list[str] = Field(default_factory=list)
+    pretty_name: str | None = None
+    description: str | None = Field(None, description="what the dataset is for, the card's first paragraph")
+    limitations: list[str] = Field(default_factory=list, description="known limitations, added to the measured ones")
+
+
 class Recipe(_Strict):
     """A dataset declaration, validated."""
 
@@ -575,13 +718,34 @@ class Recipe(_Strict):
     size: int = Field(0, description="slots; with a source, defaults to its number of rows")
     params: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column] = Field(min_length=1)
-    quotas: dict[str, dict[Scalar, float]] = Field(default_factory=dict)
+    quotas: dict[str, dict[Scalar, float] | Literal["table"]] = Field(default_factory=dict)
     cycles: dict[str, list[Any]] = Field(default_factory=dict)
     output: Output = Field(default_factory=lambda: Output.model_validate({}))
     model: ModelSpec | None = None
     gates: list[GateSpec] = Field(default_factory=list)
     dedup: DedupSpec | None = None
     planner: PlannerSpec | None = None
+    exports: dict[str, ExportProfile] = Field(default_factory=dict)
+    release: ReleaseSpec | None = None
+
+    @field_validator("exports")
+    @classmethod
+    def _exports(cls, v: dict[str, ExportProfile]) -> dict[str, ExportProfile]:
+        for name, profile in v.items():
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"expected profile names of letters, digits, _ . -, got {name!r}")
+            if name == FULL_PROFILE and (profile.fields is not None or profile.rename):
+                raise ValueError(f"{FULL_PROFILE} keeps every field as it is; give fields and rename another name")
+        return v
+
+    @field_validator("release")
+    @classmethod
+    def _release(cls, v: ReleaseSpec | None, info: ValidationInfo) -> ReleaseSpec | None:
+        known = [*(info.data.get("exports") or {}), FULL_PROFILE]
+        for name in (v.profiles or []) if v is not None else []:
+            if name not in known:
+                raise ValueError(f"profiles: {name!r} is not an export profile (profiles: {', '.join(known)})")
+        return v
 
     @field_validator("size")
     @classmethod

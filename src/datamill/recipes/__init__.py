@@ -20,6 +20,11 @@ BUILTINS: dict[str, tuple[Path, str]] = {
         "evaluation cases for a described system: planned categories with exact counts, written in batches "
         "by a worker model, deduplicated, judged (seed 001)",
     ),
+    "personas": (
+        _HERE / "personas" / "recipe.yaml",
+        "people of a made-up country from census-like tables (exact joint counts), OCEAN, anchors, narratives "
+        "(seed 003)",
+    ),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from datamill.errors import UsageError
 
@@ -22,7 +23,18 @@ def shingles(text: str, k: int = 3) -> list[str]:
     w = _WORD.findall(text.lower())
     if len(w) < k:
         return [" ".join(w)] if w else [""]
+    if k == 3:  # the common case, twice as fast as slicing
+        return list(map(" ".join, zip(w, w[1:], w[2:], strict=False)))
     return [" ".join(w[i : i + k]) for i in range(len(w) - k + 1)]
+
+
+def signature(text: str) -> Any:
+    """The MinHash (rensa ``RMinHash``) of a text's word 3-shingles."""
+    from rensa import RMinHash
+
+    m = RMinHash(num_perm=NUM_PERM, seed=SEED)
+    m.update(shingles(text))
+    return m
 
 
 class MinHash:
@@ -36,13 +48,12 @@ class MinHash:
         self.threshold = threshold
 
     def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
-        from rensa import RMinHash, RMinHashLSH
+        return self.pairs_of([signature(t) for t in texts])
 
-        hashes = []
-        for t in texts:
-            m = RMinHash(num_perm=NUM_PERM, seed=SEED)
-            m.update(shingles(t))
-            hashes.append(m)
+    def pairs_of(self, hashes: Sequence[Any]) -> list[tuple[int, int]]:
+        """:meth:`pairs` over signatures made by :func:`signature` (verify makes them as it streams)."""
+        from rensa import RMinHashLSH
+
         lsh = RMinHashLSH(threshold=self.threshold, num_perm=NUM_PERM, num_bands=BANDS)
         for i, m in enumerate(hashes):
             lsh.insert(i, m)
