@@ -119,11 +119,16 @@ def test_evalset_on_a_server_exact_counts_unique_fresh_context_same_bytes_any_sp
     res = run("run", str(recipe), "--size", "500", "--out", str(b), "--workers", "2")
     assert res.returncode == 0, res.stderr
     assert cat(b) == cat(a)
+    # Three shards started at once on a fresh run dir: one plans (the others wait for its plan), the
+    # last to finish deduplicates (the others find it done or wait their turn).
     c = tmp_path / "c"
-    for shard in range(3):
-        res = run("run", str(recipe), "--size", "500", "--out", str(c), "--workers", "1", "--num-shards", "3",
-                  "--shard-index", str(shard))  # fmt: skip
-        assert res.returncode == 0, res.stderr
+    procs = [subprocess.Popen([sys.executable, "-m", "datamill", "run", str(recipe), "--size", "500", "--out", str(c),
+                               "--workers", "1", "--num-shards", "3", "--shard-index", str(shard)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+             for shard in range(3)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
     assert cat(c) == cat(a)
     assert srv.planner_requests == 3  # once per run dir: the shards of c shared one plan
 

@@ -15,6 +15,11 @@ the recipe hash covers it and every worker, shard and resume sees the same categ
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from datamill.store import atomic
 
 PLAN_FILE = "plan.json"
 MARKER = "planner.json"
+LOCK = ".planner.lock"
 
 
 def saved_plan(out: str | Path) -> dict[str, Any] | None:
@@ -92,7 +98,7 @@ def resolve_plan(
     out = Path(out)
     hints = parse_hints(str(recipe.params.get("categories") or ""))
     marker = out / MARKER
-    if out.exists() and not marker.is_file() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not marker.is_file() and (not out.is_dir() or any(p.name != LOCK for p in out.iterdir())):
         raise RunDirError(f"{out}: exists and is not a run dir of recipe {recipe.name!r} (no {MARKER}); use another "
                           "--out")  # fmt: skip
     if marker.is_file() and orjson.loads(marker.read_bytes()).get("base_hash") != base_hash(loaded):
@@ -100,8 +106,40 @@ def resolve_plan(
             f"{out}: was planned for recipe {recipe.name!r} with other parameters (description, hints, seed or "
             "model); use another --out or remove the dir"
         )
-    saved = saved_plan(out)
     given = _given(plan, hints) if plan is not None else None
+    with _planning_lock(out):  # shards started together: one plans, the others read its plan
+        return _resolve(loaded, out, given, hints, size_given, use_cache)
+
+
+@contextmanager
+def _planning_lock(out: Path) -> Iterator[None]:
+    if saved_plan(out) is not None:
+        yield  # planned: nothing to write, nothing to wait for
+        return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    except BaseException:
+        if created and all(p.name == LOCK for p in out.iterdir()):  # refused before anything was written
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _resolve(
+    loaded: LoadedRecipe,
+    out: Path,
+    given: EvalPlan | None,
+    hints: list[tuple[str, int | None]],
+    size_given: bool,
+    use_cache: bool,
+) -> LoadedRecipe:
+    recipe = loaded.recipe
+    saved = saved_plan(out)
     if given is not None and saved is not None and given.normal() != saved:
         raise UsageError(
             f"--plan: differs from the plan {out / PLAN_FILE} this run was made with; a resume never re-plans: "
