@@ -76,13 +76,8 @@ def records(out: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in datamill.read(out).lines()]
 
 
-def test_procedural_personas_follow_the_tables(tmp_path: Path) -> None:
-    n = 20_000
-    path = write_recipe(tmp_path, recipe_text(llm=False))
-    res = datamill.run(datamill.load_recipe(path, size=n), tmp_path / "a", workers=2, progress=False)
-    assert res.exit_code == 0
-    got = records(tmp_path / "a")
-    assert len(got) == n
+def check_tables(got: list[dict[str, Any]], n: int) -> None:
+    """The joint counts exact, every conditional share and every marginal within 1 point of the tables."""
     # The joint region x age group x sex counts: exact (a quota on the table), by this file's own split.
     pop = table("population.csv")
     want = hamilton(n, [Fraction(r["count"]) for r in pop])
@@ -110,6 +105,16 @@ def test_procedural_personas_follow_the_tables(tmp_path: Path) -> None:
             for v, s in share[g].items():
                 assert abs(within[v] / size - s / total) <= 0.02, (value, g, v)
             assert set(within) <= set(share[g])  # nothing outside the group's table
+
+
+def test_procedural_personas_follow_the_tables(tmp_path: Path) -> None:
+    n = 20_000
+    path = write_recipe(tmp_path, recipe_text(llm=False))
+    res = datamill.run(datamill.load_recipe(path, size=n), tmp_path / "a", workers=2, progress=False)
+    assert res.exit_code == 0
+    got = records(tmp_path / "a")
+    assert len(got) == n
+    check_tables(got, n)
     # OCEAN: five integer traits, N(50, 15) clipped to [1, 99].
     for trait in ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"):
         xs = [r["ocean_scores"][trait] for r in got]
@@ -210,3 +215,28 @@ def test_table_sampler_mistakes_are_refused_with_their_line(tmp_path: Path) -> N
     before = datamill.load_recipe(path).hash
     (tmp_path / "c.csv").write_text("region,job,share\nNorth,smith,1\nSouth,baker,1\n")
     assert datamill.load_recipe(path).hash != before
+
+
+@pytest.mark.scale  # 25,000 personas through a loopback model, then verify with every gate
+@pytest.mark.timeout(1200)
+def test_25k_personas_on_a_loopback_model_meet_the_tables_and_every_gate(fake_server, tmp_path: Path) -> None:
+    n = 25_000
+    srv = fake_server()
+    path = write_recipe(tmp_path, recipe_text(llm=True, base_url=srv.base_url))
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "datamill", "run", str(path), "--size", str(n), "--out", str(out),
+                          "--workers", "2"], capture_output=True, text=True, env=cli_env(), timeout=1200)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = records(out)
+    check_tables(got, n)
+    doc = datamill.verify(out)
+    gates = doc["summary"]["gates"]
+    names = {g["metric"] for g in gates}
+    for kind in ("opening_entropy", "trigram_repetition", "mattr", "starter_variety", "anchor_share",
+                 "rare_anchor_compliance", "anchor_region_mi", "near_dup_uniqueness", "repair_rate", "pollyanna"):  # fmt: skip
+        assert any(m.startswith(f"dashboard.{kind}") for m in names), kind
+    for kind in ("stereotypes", "determinism", "fairness.region", "fairness.sex", "fairness.ethnicity",
+                 "fairness.religion"):  # fmt: skip
+        assert f"safety.{kind}" in names, kind
+    assert all(g["value"] is not None for g in gates), [g for g in gates if g["value"] is None]
+    assert doc["summary"]["passed"], [g for g in gates if not g["passed"]]

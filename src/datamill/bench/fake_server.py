@@ -26,6 +26,10 @@ from typing import Any
 
 import orjson
 
+_VOCAB = ("market", "river", "morning", "bread", "school", "garden", "letter", "winter", "bicycle", "kitchen",
+          "window", "teacher", "harvest", "village", "station", "neighbour", "evening", "coffee", "workshop", "orchard",
+          "walks", "reads", "builds", "repairs", "visits", "cooks", "paints", "counts", "carries", "remembers",
+          "quiet", "busy", "careful", "early", "patient", "small", "old", "bright", "steady", "green")
 FAULTS = ("rate_limited", "server_error", "timeout", "truncated", "invalid_json")
 _PACK = re.compile(r"You will get (\d+) numbered items")
 _ITEM = re.compile(r"^Item (\d+):\n", re.M)
@@ -59,7 +63,18 @@ def schema_instance(schema: dict[str, Any], h: str) -> Any:
         return None
     n = int(schema.get("minLength", 0))
     word = f"w{h[:6]}"
-    return word + "x" * max(0, n - len(word))
+    if n < 5:
+        return word + "x" * max(0, n - len(word))
+    # Text of 5 characters or more is words of a small vocabulary picked by the hash, so text metrics (trigrams,
+    # type-token ratios, sentence starters) have something to measure.
+    words, k = [], 0
+    while len(" ".join(words)) < n:
+        d = hashlib.sha256(f"{h}:{k}".encode()).digest()
+        words.extend(_VOCAB[b % len(_VOCAB)] for b in d[:4])
+        k += 1
+    text = " ".join(words)
+    top = schema.get("maxLength")
+    return text[: int(top)].rstrip() if top is not None and len(text) > int(top) else text + "."
 
 
 def _schema_from(payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ def anchor_list(value: Any) -> list[str]:
     """A record's anchors: a list (of strings, or of objects with a ``name``), or one string; distinct."""
     if value is None:
         return []
+    if type(value) is list and all(type(x) is str for x in value):  # the common case, fast
+        return value if len(set(value)) == len(value) else list(dict.fromkeys(value))
     items = value if isinstance(value, list) else [value]
     out = []
     for x in items:
@@ -168,7 +171,10 @@ class OpeningEntropy(Meter):
         if self.k:
             counts, ids = Counter(), {}
             for sid, text in self.texts(sample):
-                w = words(text)[: self.k]
+                w = words(text[: 100 * self.k])  # the opening only; past K words they are whole
+                if len(w) <= self.k and len(text) > 100 * self.k:
+                    w = words(text)
+                w = w[: self.k]
                 if w:
                     key = " ".join(w)
                     counts[key] += 1
@@ -204,22 +210,18 @@ class TrigramRepetition(Meter):
         if not texts:
             return self.no_text()
         grams: list[tuple[Any, list[tuple[str, str, str]]]] = []
-        df: Counter[tuple[str, str, str]] = Counter()
         for sid, text in texts:
             w = words(text)
-            tri = list(zip(w, w[1:], w[2:], strict=False))
-            grams.append((sid, tri))
-            df.update(set(tri))
+            grams.append((sid, list(zip(w, w[1:], w[2:], strict=False))))
+        df: Counter[tuple[str, str, str]] = Counter(chain.from_iterable(set(tri) for _, tri in grams))
         limit = max(1.0, float(self.opt("threshold")) * len(texts))
         common = {t for t, c in df.items() if c > limit}
         total = sum(len(t) for _, t in grams)
         if not total:
             return Reading(None, len(texts), len(texts), reason="no text of three words or more", error=True)
-        per_rec = sorted(
-            ((sum(t in common for t in tri) / len(tri), sid) for sid, tri in grams if tri),
-            key=lambda x: (-x[0], str(x[1])),
-        )
-        repeated = sum(1 for _, tri in grams for t in tri if t in common)
+        hits = [(sum(map(common.__contains__, tri)), len(tri), sid) for sid, tri in grams if tri]
+        per_rec = sorted(((h / k, sid) for h, k, sid in hits), key=lambda x: (-x[0], str(x[1])))
+        repeated = sum(h for h, _, _ in hits)
         top = sorted(((c, " ".join(t)) for t, c in df.items() if t in common), key=lambda x: (-x[0], x[1]))
         details = {
             "trigrams": total,
@@ -238,15 +240,21 @@ def mattr(tokens: list[str], window: int) -> float | None:
         return None
     if len(tokens) <= window:
         return len(set(tokens)) / len(tokens)
-    counts = Counter(tokens[:window])
-    total = len(counts)
-    for i in range(window, len(tokens)):
-        out, new = tokens[i - window], tokens[i]
-        counts[out] -= 1
-        if not counts[out]:
-            del counts[out]
-        counts[new] += 1
-        total += len(counts)
+    counts: dict[str, int] = {}
+    get = counts.get
+    for t in tokens[:window]:
+        counts[t] = get(t, 0) + 1
+    distinct = len(counts)
+    total = distinct
+    for out, new in zip(tokens, tokens[window:], strict=False):  # slide by one word
+        if out != new:
+            c = counts[out] - 1
+            counts[out] = c
+            distinct -= c == 0
+            c = get(new, 0)
+            counts[new] = c + 1
+            distinct += c == 0
+        total += distinct
     return total / (len(tokens) - window + 1) / window
 
 
@@ -696,11 +704,15 @@ class Pollyanna(Meter):
             return None, []
         pos: list[str] = []
         net = 0
+        memo, look = self.polarity.memo, self.polarity
         for x in w:
-            s = self.polarity(x)
-            net += s
-            if s > 0:
-                pos.append(x)
+            s = memo.get(x)
+            if s is None:
+                s = look(x)
+            if s:
+                net += s
+                if s > 0:
+                    pos.append(x)
         return net / len(w), pos
 
     def finish(self, sample: Sample) -> Reading:

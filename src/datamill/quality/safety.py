@@ -133,6 +133,12 @@ class Stereotypes(Checker):
         extra = gatekinds.resolve(spec.patterns, base_dir) if spec.patterns else None
         self.packs = _packs(list(spec.languages or gatekinds.LANGUAGES), extra)
         self.fields = spec.field_list
+        # Every pack's group words at once: most texts name no group, and are done after one test.
+        prefixed = any(p.prefixes for p in self.packs)
+        self.any_key: frozenset[str] | None = None if prefixed else frozenset().union(*(p.keys for p in self.packs))
+        self.any_key_ascii: frozenset[bytes] | None = (
+            None if prefixed else frozenset().union(*(p.keys_ascii for p in self.packs))
+        )
         self.items = self.flagged = 0
         self.by_category: Counter[str] = Counter()
         self.by_language: Counter[str] = Counter()
@@ -148,6 +154,9 @@ class Stereotypes(Checker):
             seen = True
             ascii_ = text.isascii()
             tokens = text.encode().translate(_SPLIT_ASCII).split() if ascii_ else text.translate(_SPLIT).lower().split()
+            union = self.any_key_ascii if ascii_ else self.any_key
+            if union is not None and union.isdisjoint(tokens):
+                continue
             folded = ""
             for pack in self.packs:
                 if not pack.may_match(tokens, ascii_):
@@ -211,13 +220,13 @@ class Determinism(Checker):
             pv = rec.get(p)
             if pv is None:
                 continue
-            pk = _key(pv)
+            pk = pv if type(pv) is str else _key(pv)
             self.groups[(p, pk)] += 1
             for a in self.attributes:
                 av = rec.get(a)
                 if av is None:
                     continue
-                cell = (p, pk, a, _key(av))
+                cell = (p, pk, a, av if type(av) is str else _key(av))
                 self.cells[cell] += 1
                 ids = self.ids.setdefault(cell, [])
                 if len(ids) < 3:
@@ -297,6 +306,7 @@ class Fairness(Checker):
         assert spec.attribute is not None and spec.table is not None
         self.attribute = spec.attribute
         self.given = spec.given_map  # table column -> record field
+        self.given_fields = list(self.given.values())
         table = load_table(gatekinds.resolve(spec.table, base_dir))
         ai, wi = table.col(spec.attribute), table.col(str(self.opt("weight")))
         gi = [table.col(c) for c in self.given]
@@ -319,13 +329,18 @@ class Fairness(Checker):
         if value is None:
             self.missing += 1
             return
-        g = tuple("" if rec.get(f) is None else str(rec.get(f)) for f in self.given.values())
+        g: tuple[str, ...]
+        if len(self.given_fields) == 1:  # the common case, without a generator
+            x = rec.get(self.given_fields[0])
+            g = (x if type(x) is str else "" if x is None else str(x),)
+        else:
+            g = tuple("" if (x := rec.get(f)) is None else str(x) for f in self.given_fields)
         if g not in self.cond:
             self.unmatched += 1
             if len(self.unmatched_ids) < EXAMPLES:
                 self.unmatched_ids.append(sid)
             return
-        v = str(value)
+        v = value if type(value) is str else str(value)
         self.observed[v] += 1
         self.cells[g] += 1
         ids = self.ids.setdefault(v, [])

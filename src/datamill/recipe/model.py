@@ -471,6 +471,11 @@ class GateSpec(_Strict):
     Shorthands for judge and validate columns: ``{column: judge, min_mean_score: 3.0}`` is
     ``{metric: columns.judge.mean_score, min: 3.0}``; ``{column: code_ok, max_invalid_rate: 0.05}``
     is ``{metric: columns.code_ok.invalid_rate, max: 0.05}``.
+
+    A dashboard gate (``{dashboard: mattr, field: persona, warn: 0.65, critical: 0.5}``) grades a
+    metric of seed 003's dashboard healthy / warning / critical; a safety gate (``{safety:
+    stereotypes | determinism | fairness, ...}``) passes or fails with its violations named. Their
+    options are checked in :mod:`datamill.recipe.gatekinds`.
     """
 
     metric: str | None = Field(None, min_length=1)

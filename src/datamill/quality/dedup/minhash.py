@@ -19,8 +19,15 @@ BANDS = 16
 SEED = 42
 
 
+# ASCII bytes: word characters ([A-Za-z0-9_]) lower-cased, every other byte a space. Splitting the
+# translated text gives exactly ``\w+`` of the lower-cased text, twice as fast (most text is ASCII).
+_ASCII_WORDS = bytes(
+    c if (48 <= c <= 57 or 97 <= c <= 122 or c == 95) else c + 32 if 65 <= c <= 90 else 32 for c in range(128)
+) + bytes(range(128, 256))
+
+
 def shingles(text: str, k: int = 3) -> list[str]:
-    w = _WORD.findall(text.lower())
+    w = text.encode().translate(_ASCII_WORDS).decode().split() if text.isascii() else _WORD.findall(text.lower())
     if len(w) < k:
         return [" ".join(w)] if w else [""]
     if k == 3:  # the common case, twice as fast as slicing

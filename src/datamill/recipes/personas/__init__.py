@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
+from bisect import bisect_right
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -35,14 +37,15 @@ def profile(ctx: Any) -> Iterator[dict[str, Any]]:
 
 @cache
 def _anchor_table(path: str, cap: float) -> dict[str, tuple[list[str], list[float]]]:
-    """Region -> (anchors, weights), each weight capped at ``cap`` of its region's total."""
+    """Region -> (anchors, cumulative weights), each weight capped at ``cap`` of its region's total."""
     by_region: dict[str, tuple[list[str], list[float]]] = {}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             names, weights = by_region.setdefault(row["region"], ([], []))
             names.append(row["anchor"])
             weights.append(float(row["weight"]))
-    for _names, weights in by_region.values():
+    out: dict[str, tuple[list[str], list[float]]] = {}
+    for region, (names, weights) in by_region.items():
         if cap * len(weights) < 1:
             raise ValueError(f"anchors: a cap of {cap} needs at least {int(1 / cap) + 1} anchors per region")
         for _ in range(len(weights)):  # water-filling: clip at the cap, spread the excess, repeat
@@ -52,20 +55,25 @@ def _anchor_table(path: str, cap: float) -> dict[str, tuple[list[str], list[floa
                 break
             for i in over:
                 weights[i] = cap * total
-    return by_region
+        out[region] = (names, list(itertools.accumulate(weights)))
+    return out
 
 
 def _anchors(params: dict[str, Any], region: str, rng: Any) -> list[str]:
-    """``anchors_per_persona`` distinct anchors of ``region``, drawn by weight (capped)."""
+    """``anchors_per_persona`` distinct anchors of ``region``, drawn by weight (capped).
+
+    Drawing from the whole list and redrawing a repeat is the same distribution as drawing from
+    the rest renormalised, and needs no copy of the list per persona.
+    """
     path = str(params.get("anchors_table") or ANCHORS)
-    names, weights = _anchor_table(path, float(params.get("anchor_cap", 0.1)))[region]
-    names, weights = list(names), list(weights)
-    out = []
-    for _ in range(min(int(params.get("anchors_per_persona", 2)), len(names))):
-        i = rng.choices(range(len(names)), weights=weights)[0]
-        out.append(names.pop(i))
-        weights.pop(i)
-    return out
+    names, cum = _anchor_table(path, float(params.get("anchor_cap", 0.1)))[region]
+    k = min(int(params.get("anchors_per_persona", 2)), len(names))
+    chosen: list[int] = []
+    while len(chosen) < k:
+        i = min(bisect_right(cum, rng.random() * cum[-1]), len(names) - 1)
+        if i not in chosen:
+            chosen.append(i)
+    return [names[i] for i in chosen]
 
 
 def internals(ctx: Any) -> Iterator[dict[str, str]]:
