@@ -26,10 +26,48 @@ from typing import Any
 
 import orjson
 
-_VOCAB = ("market", "river", "morning", "bread", "school", "garden", "letter", "winter", "bicycle", "kitchen",
-          "window", "teacher", "harvest", "village", "station", "neighbour", "evening", "coffee", "workshop", "orchard",
-          "walks", "reads", "builds", "repairs", "visits", "cooks", "paints", "counts", "carries", "remembers",
-          "quiet", "busy", "careful", "early", "patient", "small", "old", "bright", "steady", "green")
+_VOCAB = (
+    "market",
+    "river",
+    "morning",
+    "bread",
+    "school",
+    "garden",
+    "letter",
+    "winter",
+    "bicycle",
+    "kitchen",
+    "window",
+    "teacher",
+    "harvest",
+    "village",
+    "station",
+    "neighbour",
+    "evening",
+    "coffee",
+    "workshop",
+    "orchard",
+    "walks",
+    "reads",
+    "builds",
+    "repairs",
+    "visits",
+    "cooks",
+    "paints",
+    "counts",
+    "carries",
+    "remembers",
+    "quiet",
+    "busy",
+    "careful",
+    "early",
+    "patient",
+    "small",
+    "old",
+    "bright",
+    "steady",
+    "green",
+)
 FAULTS = ("rate_limited", "server_error", "timeout", "truncated", "invalid_json")
 _PACK = re.compile(r"You will get (\d+) numbered items")
 _ITEM = re.compile(r"^Item (\d+):\n", re.M)
@@ -67,7 +105,8 @@ def schema_instance(schema: dict[str, Any], h: str) -> Any:
         return word + "x" * max(0, n - len(word))
     # Text of 5 characters or more is words of a small vocabulary picked by the hash, so text metrics (trigrams,
     # type-token ratios, sentence starters) have something to measure.
-    words, k = [], 0
+    words: list[str] = []
+    k = 0
     while len(" ".join(words)) < n:
         d = hashlib.sha256(f"{h}:{k}".encode()).digest()
         words.extend(_VOCAB[b % len(_VOCAB)] for b in d[:4])
