@@ -132,3 +132,36 @@ def test_near_duplicate_rate_and_text_metrics_in_the_report(run_cli, tmp_path: P
     assert metrics["uniqueness.text"] == 1.0
     for key in ("opening_entropy.text", "trigram_repetition.text", "lexical_diversity.text", "starter_variety.text"):
         assert metrics[key] >= 0.0
+
+
+def test_the_text_sample_is_uniform_and_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify's reservoir (Algorithm L): every item of a stream equally likely to be sampled, and
+    the same stream gives the same sample."""
+    import importlib
+    import random
+
+    v = importlib.import_module("datamill.quality.verify")  # the module (the package exports its function)
+    monkeypatch.setattr(v, "SAMPLE", 10)
+    n, trials = 200, 3000
+    hits = [0] * n
+    for t in range(trials):
+        f, rng = v._Field(), random.Random(t)
+        for i in range(n):
+            f.seen += 1
+            f.offer(str(i), rng)
+        assert len(f.sample) == 10 and len(set(f.sample)) == 10
+        for x in f.sample:
+            hits[int(x)] += 1
+    expected = trials * 10 / n  # 150
+    assert all(abs(h - expected) < 5 * expected**0.5 for h in hits), (min(hits), max(hits))
+    # First and last tenths of the stream are sampled alike (no drift toward either end).
+    assert abs(sum(hits[:20]) - sum(hits[-20:])) < 0.1 * sum(hits[:20])
+
+    def sample(seed: int) -> list[str]:
+        f, rng = v._Field(), random.Random(seed)
+        for i in range(n):
+            f.seen += 1
+            f.offer(str(i), rng)
+        return f.sample
+
+    assert sample(5) == sample(5)

@@ -137,13 +137,40 @@ class _Verdicts:
 
 
 class _Field:
-    __slots__ = ("chars", "sample", "seen", "tokens")
+    """One text field's lengths and its reservoir sample.
+
+    The sample is Li's Algorithm L: after the reservoir fills, the number of items to skip before
+    the next replacement is drawn at once (a geometric jump), so a long stream costs a few random
+    draws per replacement, not one per item. The same records in the same order give the same sample.
+    """
+
+    __slots__ = ("chars", "next", "sample", "seen", "tokens", "w")
 
     def __init__(self) -> None:
         self.chars: list[int] = []
         self.tokens: list[int] = []
         self.sample: list[str] = []
         self.seen = 0
+        self.w = 1.0
+        self.next = 0  # the 1-based item that replaces a sampled one next (0: the reservoir is not full)
+
+    def offer(self, value: str, rng: random.Random) -> None:
+        """Count ``value`` (the ``seen``-th item) into the sample."""
+        if len(self.sample) < SAMPLE:
+            self.sample.append(value[:SAMPLE_CHARS])
+            if len(self.sample) == SAMPLE:
+                self.w = math.exp(math.log(1.0 - rng.random()) / SAMPLE)
+                self.next = self.seen + self._skip(rng) + 1
+            return
+        if self.seen == self.next:
+            self.sample[rng.randrange(SAMPLE)] = value[:SAMPLE_CHARS]
+            self.w *= math.exp(math.log(1.0 - rng.random()) / SAMPLE)
+            self.next = self.seen + self._skip(rng) + 1
+
+    def _skip(self, rng: random.Random) -> int:
+        if self.w >= 1.0:
+            return 0
+        return int(math.log(1.0 - rng.random()) / math.log(1.0 - self.w))
 
 
 def verify(
@@ -240,17 +267,17 @@ def verify(
                 f.chars.append(len(value))
                 pending.append((f, value))
                 f.seen += 1
-                if len(f.sample) < SAMPLE:
-                    f.sample.append(value[:SAMPLE_CHARS])
-                else:
-                    j = rng.randrange(f.seen)
-                    if j < SAMPLE:
-                        f.sample[j] = value[:SAMPLE_CHARS]
+                if not f.next or f.seen == f.next:  # filling the reservoir, or the next replacement
+                    f.offer(value, rng)
                 if key not in cats:
-                    mc = maybe_cats.get(key, Counter())
+                    if key in maybe_cats:
+                        mc = maybe_cats[key]
+                    else:
+                        mc = maybe_cats[key] = Counter()
                     if mc is not None:
                         mc[value] += 1
-                        maybe_cats[key] = mc if len(mc) <= MAX_CATEGORIES else None
+                        if len(mc) > MAX_CATEGORIES:
+                            maybe_cats[key] = None
         if len(pending) >= TOKEN_BATCH:
             flush()
     flush()
