@@ -47,7 +47,7 @@ def server_recipe(tmp_path: Path, url: str, concurrency: int = 16) -> Path:
     """The built-in recipe, unchanged but for its model blocks: planner and worker on the server."""
     text = BUILTIN.read_text()
     block = f"model: {{backend: openai, base_url: '{url}', model: worker-model, concurrency: {concurrency}}}\n"
-    text = text.replace("\nparams:\n", f"\n{block}params:\n", 1)
+    text = text.replace("model: {backend: embedded, n_ctx: 4096}", block.rstrip(), 1)
     text = text.replace("\nplanner:\n", "\nplanner:\n  model: {model: planner-model}\n", 1)
     path = tmp_path / "evalset.yaml"
     path.write_text(text)

@@ -56,7 +56,7 @@ def recipe_text(*, llm: bool, base_url: str | None = None) -> str:
         for k in LLM_FIELDS:
             del data["columns"][k]
     if base_url:
-        data.insert(4, "model", {"backend": "openai", "base_url": base_url, "model": "fake", "concurrency": 64})
+        data["model"] = {"backend": "openai", "base_url": base_url, "model": "fake", "concurrency": 64}
     buf = io.StringIO()
     yaml.dump(data, buf)
     return buf.getvalue()

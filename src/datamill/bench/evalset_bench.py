@@ -35,7 +35,7 @@ def run_bench(size: int = 500, latency_ms: float = 200.0, workers: tuple[int, ..
     try:
         block = f"model: {{backend: openai, base_url: '{srv.base_url}', model: bench, concurrency: {concurrency}}}\n"
         recipe = tmp / "evalset.yaml"
-        recipe.write_text(src.replace("\nparams:\n", f"\n{block}params:\n", 1))
+        recipe.write_text(src.replace("model: {backend: embedded, n_ctx: 4096}", block.rstrip(), 1))
         for w in workers:
             out = tmp / f"out{w}"
             t = time.perf_counter()
