@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,12 +243,8 @@ def _decide(
     keyed = bool((manifest["recipe"].get("source") or {}).get("key"))
     runner = _runner(rd, manifest) if keyed else None
     for part in rd.parts():
-        ids = runner.sample_ids(part.start, part.end) if runner is not None else None
         failed = {int(f["slot"]) for f in part.meta().get("slots_failed", [])}
-        for line in part_lines(part):
-            rec = orjson.loads(line)
-            sid = rec["sample_id"]
-            slot = runner.slot_of(sid, ids) if runner is not None else parse_sample_id(sid)[2]
+        for slot, rec in _part_records(part, runner):
             if slot not in failed:
                 by_slot.setdefault(slot, []).append(rec)
     name = method.name if hasattr(method, "name") else str(method_name)
@@ -281,6 +277,15 @@ def _decide(
     return result, by_slot
 
 
+def _part_records(part: Any, runner: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each record of ``part`` with its slot (a keyed source's ids resolved through ``runner``)."""
+    ids = runner.sample_ids(part.start, part.end) if runner is not None else None
+    for line in part_lines(part):
+        rec = orjson.loads(line)
+        sid = rec["sample_id"]
+        yield (runner.slot_of(sid, ids) if runner is not None else parse_sample_id(sid)[2]), rec
+
+
 def _count_by(by_slot: dict[int, list[dict[str, Any]]], slots: dict[int, int], by: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for s in slots:
@@ -302,12 +307,8 @@ def _rewrite(rd: RunDir, changed: dict[int, list[dict[str, Any]]], result: Dedup
         mine = [s for s in changed if part.start <= s < part.end]
         if not mine:
             continue
-        ids = runner.sample_ids(part.start, part.end) if runner is not None else None
         by_slot: dict[int, list[dict[str, Any]]] = {}
-        for line in part_lines(part):
-            rec = orjson.loads(line)
-            sid = rec["sample_id"]
-            slot = runner.slot_of(sid, ids) if runner is not None else parse_sample_id(sid)[2]
+        for slot, rec in _part_records(part, runner):
             by_slot.setdefault(slot, []).append(rec)
         by_slot.update({s: changed[s] for s in mine})
         with part_writer(part.path, out["format"], out["compression"]) as writer:
