@@ -36,7 +36,7 @@ $(LLAMA_STAMP): | $(PY)
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml $(LLAMA_STAMP) | $(PY)
-	$(PY) -m pip install -q -e '.[dev,llm,local,quality,hf]'
+	$(PY) -m pip install -q -e '.[dev,llm,local,quality,hf,ray]'
 	@touch $@
 
 # The HTML report is tested in a real headless browser: Debian's chromium.
