@@ -268,7 +268,7 @@ def register(sub: Any) -> None:
     pp.set_defaults(fn=cmd_bench_pack)
     ep_ = bsub.add_parser(
         "eta",
-        help="the ETA `datamill status` gives at 10% of a map, against the actual end",
+        help="the ETA `datamill status` gives at 10%% of a map, against the actual end",
         epilog="example: datamill bench eta --rows 20000 --latency-ms 200",
     )
     ep_.add_argument("--rows", type=positive, default=20_000)
