@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Sequence
 
-from datamill.quality.dedup.base import hash_pairs
+from datamill.quality.dedup.base import Hashed
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -16,8 +14,8 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub("", text.lower())).strip()
 
 
-class Exact:
+class Exact(Hashed):
     name = "exact"
 
-    def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
-        return hash_pairs([hashlib.blake2b(normalise(t).encode(), digest_size=16).hexdigest() for t in texts])
+    def key_text(self, text: str) -> str:
+        return normalise(text)

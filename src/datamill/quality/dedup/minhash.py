@@ -1,8 +1,12 @@
 """Near duplicates by MinHash LSH (rensa): word 3-shingles, 128 permutations, 16 bands of 8 rows.
 
-Candidates come from LSH buckets, then each candidate pair is kept only if its estimated
-Jaccard similarity is at least ``threshold`` (default 0.8). Bucket membership depends only on a
-text's own digest, so the pairs found do not depend on the order texts arrive in.
+Candidates come from LSH buckets (a band's 8 hash values, hashed to 64 bits), linked within each
+bucket by :func:`datamill.quality.dedup.base.window_candidates` (each member to the few before it
+in row order, not all pairs); a candidate pair is kept only if its estimated Jaccard similarity
+(the share of equal hash values) is at least ``threshold`` (default 0.8). Bucket membership
+depends only on a text's own digest, and rows are in ``(slot, text)`` order, so the clusters do
+not depend on the order texts arrive in. :meth:`MinHash.pairs_of` (used by verify) keeps the
+all-pairs definition over rensa's own LSH index.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from datamill.errors import UsageError
+from datamill.quality.dedup.base import keyed_pairs
 
 _WORD = re.compile(r"\w+")
 NUM_PERM = 128
 BANDS = 16
+ROWS = NUM_PERM // BANDS
 SEED = 42
 
 
@@ -44,8 +50,42 @@ def signature(text: str) -> Any:
     return m
 
 
+def signatures(texts: Sequence[str]) -> Any:
+    """The MinHash digests of ``texts`` as an ``(n, 128)`` uint32 array (equal to :func:`signature`'s)."""
+    import numpy as np
+    from rensa import RMinHash
+
+    if not texts:
+        return np.zeros((0, NUM_PERM), dtype=np.uint32)
+    matrix = RMinHash.digest_matrix_from_token_sets([shingles(t) for t in texts], NUM_PERM, SEED)
+    return np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(texts), NUM_PERM)
+
+
+def _mix(x: Any) -> Any:
+    """splitmix64's finaliser over a uint64 array (wrapping arithmetic)."""
+    import numpy as np
+
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def band_keys(sigs: Any) -> Any:
+    """One 64-bit key per band: ``(n, 16)`` uint64; equal bands give equal keys."""
+    import numpy as np
+
+    words = np.ascontiguousarray(sigs, dtype=np.uint32).view(np.uint64).reshape(len(sigs), BANDS, ROWS // 2)
+    h: Any = np.broadcast_to(np.arange(BANDS, dtype=np.uint64), (len(sigs), BANDS))
+    for r in range(ROWS // 2):
+        h = _mix(h ^ words[:, :, r])
+    return h
+
+
 class MinHash:
     name = "minhash"
+    bands = BANDS
 
     def __init__(self, threshold: float = 0.8) -> None:
         try:
@@ -53,9 +93,20 @@ class MinHash:
         except ImportError:
             raise UsageError("minhash dedup needs rensa: pip install 'datamill[quality]'") from None
         self.threshold = threshold
+        self.ident = f"minhash-v1-{NUM_PERM}-{BANDS}-{SEED}-w3"  # what a stored signature depends on
+
+    def sign(self, texts: Sequence[str]) -> Any:
+        return signatures(texts)
+
+    def band_keys(self, sigs: Any) -> Any:
+        return band_keys(sigs)
+
+    def same(self, a: Any, b: Any) -> Any:
+        """Which signature pairs have estimated Jaccard >= threshold (as ``RMinHash.jaccard``)."""
+        return (a == b).sum(axis=1) / NUM_PERM >= self.threshold
 
     def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
-        return self.pairs_of([signature(t) for t in texts])
+        return keyed_pairs(self, texts)
 
     def pairs_of(self, hashes: Sequence[Any]) -> list[tuple[int, int]]:
         """:meth:`pairs` over signatures made by :func:`signature` (verify makes them as it streams)."""

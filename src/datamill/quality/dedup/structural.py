@@ -6,11 +6,9 @@ cases that differ only in a person's name or a quoted string.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Sequence
 
-from datamill.quality.dedup.base import hash_pairs
+from datamill.quality.dedup.base import Hashed
 
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|`[^`]*`")
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:[eE][-+]?\d+)?")
@@ -26,8 +24,8 @@ def shape(text: str) -> str:
     return _SPACE.sub(" ", t).strip().lower()
 
 
-class Structural:
+class Structural(Hashed):
     name = "structural"
 
-    def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
-        return hash_pairs([hashlib.blake2b(shape(t).encode(), digest_size=16).hexdigest() for t in texts])
+    def key_text(self, text: str) -> str:
+        return shape(text)
