@@ -289,6 +289,7 @@ def run(
     num_shards: int = 1,
     shard_index: int = 0,
     executor: str = "local",
+    address: str | None = None,
     progress: bool | str = True,
     use_cache: bool = True,
     retry_failed: bool = False,
@@ -300,7 +301,12 @@ def run(
     ``retry_failed`` first runs again the slots that ended failed in committed parts (keeping
     every other record byte for byte), e.g. with a longer timeout in the model block. A recipe
     with a ``planner:`` is planned first: by ``plan`` (a file, a built-in plan's name or a dict),
-    else by the plan saved in ``out``, else by asking the planner model (once per run dir)."""
+    else by the plan saved in ``out``, else by asking the planner model (once per run dir).
+
+    ``executor="ray"`` runs the ranges as Ray tasks (``pip install 'datamill[ray]'``): on the
+    cluster at ``address`` (``out`` on storage every node mounts at the same path), or on a local
+    Ray instance started for the run; ``workers`` is tasks at a time (default: the cluster's CPUs).
+    The output is byte-identical to the local executor's, and either may resume the other's run."""
     import os
 
     from datamill.engine import LocalExecutor, execute
@@ -309,9 +315,18 @@ def run(
 
     r = _recipe(recipe)
     check_shards(num_shards, shard_index)
-    if executor != "local":
-        raise UsageError(f"executor: expected 'local', got {executor!r} (the Ray executor is not built yet)")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"executor: expected 'local' or 'ray', got {executor!r}")
+    if address is not None and executor != "ray":
+        raise UsageError(f"--address {address}: only the ray executor connects to a cluster (add --executor ray)")
     r = _planned(r, out, plan, use_cache)
+    runner: Any
+    if executor == "ray":
+        from datamill.engine.executors.ray import RayExecutor
+
+        runner = RayExecutor(workers, address)
+    else:
+        runner = LocalExecutor(workers or os.cpu_count() or 1)
     label = r.name if num_shards == 1 else f"{r.name} [shard {shard_index}/{num_shards}]"
     summary = execute(
         r.loaded,
@@ -319,7 +334,7 @@ def run(
         out,
         num_shards=num_shards,
         shard_index=shard_index,
-        executor=LocalExecutor(workers or os.cpu_count() or 1),
+        executor=runner,
         progress=make_progress(progress, label),
         use_cache=use_cache,
         retry_failed=retry_failed,

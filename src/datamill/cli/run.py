@@ -121,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         num_shards=args.num_shards,
         shard_index=args.shard_index,
+        executor=args.executor,
+        address=args.address,
         progress=args.progress,
         use_cache=not args.no_cache,
         retry_failed=args.retry_failed,
@@ -144,7 +146,8 @@ def print_result(result: api.RunResult, out: str) -> int:
         print(f"retried: {s.retried_slots:,} failed slots run again ({s.slots_failed:,} still failed)")
     print(
         f"this invocation: {s.parts_run:,} parts run, {s.parts_resumed:,} already committed, "
-        f"{s.new_records:,} records in {s.seconds:.1f}s ({rate:,.0f} records/s)"
+        f"{s.new_records:,} records in {s.seconds:.1f}s ({rate:,.0f} records/s); "
+        f"executor {s.executor}, {s.workers} worker{'s' if s.workers != 1 else ''}"
     )
     for f in result.failures:
         print(f"failed slot {f['slot']}: {f['reason']}")
@@ -395,7 +398,8 @@ def register(sub: Any) -> None:
         "run",
         help="run (or resume) a recipe into a run dir",
         epilog="examples:\n  datamill run lambda-traces --size 100000 --out runs/lt --workers 2\n"
-        "  datamill run recipe.yaml --out runs/x --check     # what it will touch, nothing run",
+        "  datamill run recipe.yaml --out runs/x --check     # what it will touch, nothing run\n"
+        "  datamill run lambda-traces --out /shared/lt --executor ray --address HEAD:6379   # on a Ray cluster",
     )
     recipe_args(sp)
     sp.add_argument("--out", required=True, help="run dir (re-running resumes)")
@@ -405,7 +409,23 @@ def register(sub: Any) -> None:
         "the planner model; its counts set the size",
     )
     sp.add_argument(
-        "--workers", type=positive, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)"
+        "--workers",
+        type=positive,
+        default=None,
+        help="worker processes (default: one per CPU); with --executor ray, Ray tasks at a time "
+        "(default: the cluster's CPUs)",
+    )
+    sp.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: a process pool on this machine; ray: Ray tasks (pip install 'datamill[ray]'), "
+        "same output, either resumes the other's run",
+    )
+    sp.add_argument(
+        "--address",
+        help="with --executor ray: the cluster to join (HEAD_IP:6379); without it a local Ray instance "
+        "is started for the run and stopped after",
     )
     sp.add_argument("--num-shards", type=positive, default=1)
     sp.add_argument("--shard-index", type=non_negative, default=0)

@@ -64,6 +64,7 @@ class RunContext:
     use_cache: bool = True
     limits: RunLimits | None = None  # run-wide concurrency, rates and budgets (shared by workers)
     workers: int = 1  # processes sharing this machine's cores (the embedded model's thread default)
+    journal: Any = None  # per-range cache and attempt log (Ray tasks: datamill.llm.journal.RangeJournal)
 
 
 def preflight(spec: ModelSpec) -> None:
@@ -162,7 +163,12 @@ class LLM(Column):
         if self._client is None:
             backend, secret = make_backend(self.model, self.ctx.workers if self.ctx else 1)
             cache = log = ledger = None
-            if self.ctx is not None and self.ctx.run_dir is not None:
+            if self.ctx is not None and self.ctx.journal is not None:
+                cache = self.ctx.journal.cache if self.ctx.use_cache else None
+                log = self.ctx.journal.log
+                assert self.ctx.run_dir is not None
+                ledger = self.ctx.run_dir / "logs" / "spend.jsonl"
+            elif self.ctx is not None and self.ctx.run_dir is not None:
                 if self.ctx.use_cache:
                     cache = ResponseCache(self.ctx.run_dir / "cache" / "llm.sqlite")
                 log = AttemptLog(self.ctx.run_dir / "logs" / "attempts.jsonl", self.ctx.run_id)

@@ -28,7 +28,8 @@ from datamill.engine.executors import base as executors_base
 from datamill.engine.plan import Plan
 from datamill.engine.progress import NullProgress, Progress
 from datamill.errors import DataError, InputError, RunDirError, SourceError, UsageError
-from datamill.llm.runlimits import RunLimits, budget_report
+from datamill.llm.journal import fold_attempts, fold_cache
+from datamill.llm.runlimits import budget_report
 from datamill.llm.types import BudgetExceeded
 from datamill.recipe import LoadedRecipe
 from datamill.recipe.check import column_model
@@ -65,6 +66,8 @@ class RunSummary:
     crash_reason: str = ""  # the first slot failed by a native crash of the embedded model
     budget: list[dict[str, Any]] = field(default_factory=list)  # spent, reserved, remaining per model
     retried_slots: int = 0  # failed slots run again by --retry-failed
+    executor: str = "local"  # what ran this invocation's ranges: "local" or "ray"
+    workers: int = 1
 
     @property
     def slots_remaining(self) -> int:
@@ -91,6 +94,8 @@ class RunSummary:
             "stopped": self.stopped,
             "stop_detail": self.stop_detail,
             "budget": self.budget,
+            "executor": self.executor,
+            "workers": self.workers,
         }
 
 
@@ -278,6 +283,10 @@ def _execute(
             raise DataError(f"{damaged[0]}{more}")
         pending = pending_ranges(plan, run_dir, num_shards, shard_index)
         remove_stale_temps(run_dir, pending)
+        # Responses and attempt lines a killed Ray run left in per-range journals: into the shared
+        # cache and log before anything reads them (no task of this run dir runs now).
+        fold_attempts(run_dir.path)
+        fold_cache(run_dir.path)
         results = committed_results(run_dir, bounds)
         summary.parts_resumed = len(results)
         summarize(summary, results)
@@ -290,17 +299,20 @@ def _execute(
             bounds=[bounds.start, bounds.end],
             pending_ranges=len(pending),
             pending_slots=sum(len(r) for r in pending),
+            executor=executor.name,
         )
         progress.start(len(bounds), summary.slots_done + summary.slots_failed, summary.records)
         run_id = uuid.uuid4().hex[:12]
-        workers = min(getattr(executor, "workers", 1), max(1, len(pending)))
+        workers = min(executor.workers, max(1, len(pending)))
+        summary.executor, summary.workers = executor.name, workers
         job = RangeJob.for_run(
             loaded, recipe_text, str(run_dir.path), run_id=run_id, use_cache=use_cache, workers=workers
         )
         # One set of limits for every worker of this run, with what earlier invocations spent.
         slots = recipe_model_slots(loaded.recipe)
-        limits = RunLimits(len(slots), shared=workers > 1)
-        limits.load_ledger(run_dir.logs_dir / "spend.jsonl", slots)
+        specs = model_specs(loaded.recipe)
+        by_index = {i: specs[key] for key, i in slots.items()}
+        limits = executor.make_limits(by_index, slots, run_dir.logs_dir / "spend.jsonl", workers)
         executors_base.SHARED_LIMITS[0] = limits
         try:
             if retry_failed:
@@ -336,7 +348,9 @@ def _execute(
         finally:
             executors_base.SHARED_LIMITS[0] = None
             progress.finish()
-            summary.budget = budget_report(model_specs(loaded.recipe), slots, limits)
+            summary.budget = budget_report(specs, slots, limits)
+            executor.close()
+            fold_cache(run_dir.path)
             summary.seconds = time.perf_counter() - t0
             results.sort(key=lambda r: r.start)
             summarize(summary, results)

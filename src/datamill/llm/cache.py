@@ -58,6 +58,16 @@ class ResponseCache:
     def put(self, key: str, body: bytes) -> None:
         self._db.execute("INSERT OR REPLACE INTO responses (key, body) VALUES (?, ?)", (key, body))
 
+    def put_many(self, rows: Any) -> None:
+        """Insert ``(key, body)`` pairs in one transaction (journals folded in by the driver)."""
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO responses (key, body) VALUES (?, ?)", rows)
+        self._db.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the main file, so the file alone holds every response."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 

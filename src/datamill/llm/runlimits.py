@@ -149,7 +149,10 @@ class ModelLimits:
         """Reserve the request's bounds against every budget, or raise BudgetExceeded (nothing sent)."""
         if not self.budgeted:
             return None
-        tokens, cost = self.bound(payload)
+        return self.reserve_bounds(*self.bound(payload))
+
+    def reserve_bounds(self, tokens: float, cost: float) -> Reservation:
+        """:meth:`reserve` of bounds already computed (by a process that holds no counters)."""
         spec, a, b = self.spec, self._l._a, self._base
         with self._ledger_lock(), self._l._lock:
             self._sync()

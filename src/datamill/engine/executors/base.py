@@ -62,7 +62,9 @@ class RangeJob:
         if runner is None:
             loaded = load_text(self.recipe_text, self.recipe_file, Path(self.base_dir))
             params = orjson.loads(self.params_json)
-            ctx = RunContext(Path(self.run_dir), self.run_id, self.use_cache, SHARED_LIMITS[0], self.workers)
+            ctx = RunContext(
+                Path(self.run_dir), self.run_id, self.use_cache, SHARED_LIMITS[0], self.workers, RANGE_JOURNAL[0]
+            )
             runner = SlotRunner(loaded.with_overrides(size=self.size, seed=self.seed, params=params), ctx)
             _RUNNERS.clear()
             _RUNNERS[self] = runner
@@ -86,10 +88,30 @@ _RUNNERS: dict[RangeJob, SlotRunner] = {}
 # The run-wide limits (concurrency, rates, budgets), made by execute before the pool forks and
 # handed to each worker (datamill.llm.runlimits).
 SHARED_LIMITS: list[Any] = [None]
+# Where LLM columns cache and log when a process may not write shared files (the Ray executor's
+# per-range journals, datamill.llm.journal); None: RUN/cache/llm.sqlite and logs/attempts.jsonl.
+RANGE_JOURNAL: list[Any] = [None]
 
 
 class Executor(ABC):
     """Schedules ranges of a job; commits are the job's business."""
+
+    name = "local"
+    workers = 1
+
+    def make_limits(self, specs: dict[int, Any], slots: dict[str, int], ledger: Path, workers: int) -> Any:
+        """The run-wide limits of this invocation, with what earlier invocations spent (``ledger``).
+
+        ``specs``: model index -> model block; ``slots``: model key -> index. Here, counters in
+        shared memory for ``workers`` forked processes (a plain list for one)."""
+        from datamill.llm.runlimits import RunLimits
+
+        limits = RunLimits(len(slots), shared=workers > 1)
+        limits.load_ledger(ledger, slots)
+        return limits
+
+    def close(self) -> None:  # noqa: B027 - most executors start nothing that needs stopping
+        """Release what the executor started for the run (a Ray instance); called once, at the end."""
 
     @abstractmethod
     def map(self, job: RangeJob, ranges: Sequence[SlotRange], on_slots: ProgressFn) -> Iterator[PartResult]:
