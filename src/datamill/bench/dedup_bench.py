@@ -1,21 +1,115 @@
-"""``datamill bench dedup``: MinHash near-dup detection against a bare rensa LSH pass.
+"""``datamill bench dedup``: MinHash near-dup detection, staged and in memory, against bare rensa.
 
-Both sides get the same N texts of ~100 words (with planted near-duplicates) and the same word
-3-shingles: ``bare`` builds one RMinHash per text, inserts all into an RMinHashLSH and queries
-each; ``datamill`` runs :func:`datamill.quality.dedup.rejected_slots` with the MinHash method
-(the same, plus the Jaccard check of each candidate pair, clustering and keep-lowest-slot).
+Every side gets the same N texts and the same word 3-shingles. ``bare`` builds one RMinHash per
+text, inserts all into an RMinHashLSH and queries each (candidates only); ``datasketch`` does the
+same with datasketch's MinHash and MinHashLSH when it is installed (``pip install datasketch``);
+``memory`` runs :func:`datamill.quality.dedup.rejected_slots` with the MinHash method (signatures,
+bucket links, the Jaccard check, clustering and keep-lowest-slot, all in memory); ``staged`` runs
+:class:`datamill.quality.dedup.staged.StagedDedup` over shards of the same texts (signatures and
+links on disk, memory bounded by ``--memory-mb``). Each side runs in a fresh process, so its peak
+RSS is its own.
+
+The texts (:func:`synth_texts`) are 25 random words each from a 5,000-word vocabulary, computed
+from the slot alone (no state, any size on the fly); 2% are planted near-duplicates: slot ``s``
+with ``s % 50 == 49`` copies an earlier unplanted slot's text with its last word changed (exact
+Jaccard of word 3-shingles 22/24 = 0.917). ``collapse=K`` makes K slots one 60-word sentence with
+only its last word varied (pairwise Jaccard 0.97): what model collapse looks like.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from datamill.forked import in_fork
+WORDS = 25
+VOCAB = 5000
+PLANT_EVERY = 50
+COLLAPSE_WORDS = 60
+
+
+def _mix(x: Any) -> Any:
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def planted_source(slots: Any) -> Any:
+    """The slot each planted slot copies (an unplanted one, up to 100K slots back)."""
+    import numpy as np
+
+    slots = np.asarray(slots, dtype=np.int64)
+    back = (_mix(slots.astype(np.uint64) + np.uint64(7)) % np.uint64(2000)).astype(np.int64)
+    src = slots - 1 - PLANT_EVERY * back
+    return np.where(src >= 0, src, slots - 1)
+
+
+def is_planted(slots: Any, n: int, collapse: int = 0) -> Any:
+    import numpy as np
+
+    slots = np.asarray(slots, dtype=np.int64)
+    return (slots % PLANT_EVERY == PLANT_EVERY - 1) & ~in_collapse(slots, n, collapse)
+
+
+def in_collapse(slots: Any, n: int, collapse: int) -> Any:
+    """The collapse cluster: every ``n // collapse``-th slot from slot 3 (none when ``collapse`` is 0)."""
+    import numpy as np
+
+    slots = np.asarray(slots, dtype=np.int64)
+    if not collapse:
+        return np.zeros(len(slots), dtype=bool)
+    step = max(1, n // collapse)
+    return (slots % step == 3) & (slots // step < collapse)
+
+
+def synth_texts(lo: int, hi: int, n: int, collapse: int = 0) -> list[str]:
+    """The texts of slots ``[lo, hi)`` of an ``n``-text benchmark set."""
+    import numpy as np
+
+    slots = np.arange(lo, hi, dtype=np.int64)
+    planted = is_planted(slots, n, collapse)
+    base = np.where(planted, planted_source(slots), slots).astype(np.uint64)
+    grid = base[:, None] * np.uint64(64) + np.arange(WORDS, dtype=np.uint64)[None, :]
+    words = (_mix(grid) % np.uint64(VOCAB)).astype(np.int64)
+    out = []
+    for s, row, p in zip(slots.tolist(), words.tolist(), planted.tolist(), strict=True):
+        w = [f"w{x}" for x in row]
+        if p:
+            w[-1] = f"changed{s}"
+        out.append(" ".join(w))
+    if collapse:
+        sentence = " ".join(f"c{i}" for i in range(COLLAPSE_WORDS - 1))
+        for i in np.flatnonzero(in_collapse(slots, n, collapse)).tolist():
+            out[i] = f"{sentence} v{lo + i}"
+    return out
+
+
+def synth_shards(n: int, shard_size: int = 50_000, collapse: int = 0) -> list[Any]:
+    from datamill.quality.dedup.staged import Shard
+
+    def rows(lo: int) -> Callable[[], list[tuple[int, str]]]:
+        hi = min(n, lo + shard_size)
+
+        def make() -> list[tuple[int, str]]:
+            return list(enumerate(synth_texts(lo, hi, n, collapse), start=lo))
+
+        return make
+
+    return [Shard(f"synth-v1-{n}-{collapse}-{lo}-{shard_size}", rows(lo)) for lo in range(0, n, shard_size)]
 
 
 def make_texts(n: int, words: int = 100, dup_share: float = 0.05, seed: int = 0) -> list[str]:
+    """Older small set: ``n`` random texts of ``words`` words, ``dup_share`` of them one word changed."""
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(5000)]
     texts = [" ".join(rng.choice(vocab) for _ in range(words)) for _ in range(n)]
@@ -26,13 +120,40 @@ def make_texts(n: int, words: int = 100, dup_share: float = 0.05, seed: int = 0)
     return texts
 
 
-def _bare(texts: list[str]) -> dict[str, Any]:
+def _peak_mb() -> float:
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def side_staged(n: int, root: str, memory_mb: int, collapse: int = 0) -> dict[str, Any]:
+    from datamill.quality.dedup import make_method
+    from datamill.quality.dedup.staged import StagedDedup
+
+    t0 = time.perf_counter()
+    rejected = StagedDedup([make_method("minhash", 0.8)], root, memory_mb).run(synth_shards(n, collapse=collapse))  # type: ignore[list-item]
+    seconds = time.perf_counter() - t0
+    import numpy as np
+
+    np.save(Path(root) / "answer.npy", np.array(sorted(rejected.items()), dtype=np.int64).reshape(-1, 2))
+    return {"seconds": seconds, "rejected": len(rejected), "peak_rss_mb": _peak_mb()}
+
+
+def side_memory(n: int, collapse: int = 0) -> dict[str, Any]:
+    from datamill.quality.dedup import make_method, rejected_slots
+
+    texts = synth_texts(0, n, n, collapse)
+    t0 = time.perf_counter()
+    rejected = rejected_slots(list(enumerate(texts)), make_method("minhash", 0.8))
+    return {"seconds": time.perf_counter() - t0, "rejected": len(rejected), "peak_rss_mb": _peak_mb()}
+
+
+def side_bare(n: int, collapse: int = 0) -> dict[str, Any]:
     from rensa import RMinHash, RMinHashLSH
 
     from datamill.quality.dedup.minhash import BANDS, NUM_PERM, SEED, shingles
 
+    texts = synth_texts(0, n, n, collapse)
     t0 = time.perf_counter()
     hashes = []
     for t in texts:
@@ -43,27 +164,88 @@ def _bare(texts: list[str]) -> dict[str, Any]:
     for i, m in enumerate(hashes):
         lsh.insert(i, m)
     candidates = sum(len(lsh.query(m)) for m in hashes)
-    return {"seconds": time.perf_counter() - t0, "candidates": candidates,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {"seconds": time.perf_counter() - t0, "candidates": candidates, "peak_rss_mb": _peak_mb()}
 
 
-def _ours(texts: list[str]) -> dict[str, Any]:
-    import resource
+def side_datasketch(n: int, collapse: int = 0) -> dict[str, Any]:
+    from datasketch import MinHash, MinHashLSH
 
-    from datamill.quality.dedup import make_method, rejected_slots
+    from datamill.quality.dedup.minhash import BANDS, NUM_PERM, shingles
 
+    texts = synth_texts(0, n, n, collapse)
     t0 = time.perf_counter()
-    rejected = rejected_slots(list(enumerate(texts)), make_method("minhash", 0.8))
-    return {"seconds": time.perf_counter() - t0, "rejected": len(rejected),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    lsh = MinHashLSH(num_perm=NUM_PERM, params=(BANDS, NUM_PERM // BANDS))
+    hashes = []
+    for i, t in enumerate(texts):
+        m = MinHash(num_perm=NUM_PERM)
+        m.update_batch([s.encode() for s in shingles(t)])
+        lsh.insert(i, m)
+        hashes.append(m)
+    candidates = sum(len(lsh.query(m)) for m in hashes)
+    return {"seconds": time.perf_counter() - t0, "candidates": candidates, "peak_rss_mb": _peak_mb()}
 
 
-def run_dedup_bench(n: int, repeat: int = 1) -> dict[str, Any]:
-    import rensa  # noqa: F401
+SIDES: dict[str, Callable[[int, int], dict[str, Any]]] = {
+    "memory": side_memory,
+    "bare": side_bare,
+    "datasketch": side_datasketch,
+}
 
-    import datamill.quality.dedup  # noqa: F401
 
-    texts = make_texts(n)
-    bare = min((in_fork(_bare, texts) for _ in range(repeat)), key=lambda r: r["seconds"])
-    ours = min((in_fork(_ours, texts) for _ in range(repeat)), key=lambda r: r["seconds"])
-    return {"n": n, "bare": bare, "datamill": ours, "ratio": round(ours["seconds"] / bare["seconds"], 3)}
+def run_side(side: str, n: int, *, collapse: int = 0, root: str | None = None, memory_mb: int = 512,
+             timeout_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """One side in a fresh interpreter; its result with the child's own peak RSS."""
+    args = [sys.executable, "-m", "datamill.bench.dedup_bench", side, str(n), str(collapse)]
+    if side == "staged":
+        args += [str(root), str(memory_mb)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dedup bench side {side} failed: {proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def datasketch_available() -> bool:
+    try:
+        import datasketch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_dedup_bench(n: int, repeat: int = 1, *, memory_mb: int = 512, memory_path: bool = True,
+                    others: bool = True, collapse: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Each side on the same ``n`` texts; the fastest of ``repeat`` runs of each."""
+
+    def best(side: str, **kw: Any) -> dict[str, Any]:
+        return min((run_side(side, n, collapse=collapse, **kw) for _ in range(repeat)), key=lambda r: r["seconds"])
+
+    out: dict[str, Any] = {"n": n, "memory_mb": memory_mb, "collapse": collapse}
+    with tempfile.TemporaryDirectory(prefix="datamill-dedup-bench-") as root:
+        runs = []
+        for _ in range(repeat):
+            for f in Path(root).iterdir():
+                (__import__("shutil").rmtree(f) if f.is_dir() else f.unlink())
+            runs.append(run_side("staged", n, collapse=collapse, root=root, memory_mb=memory_mb))
+        out["staged"] = min(runs, key=lambda r: r["seconds"])
+    if memory_path:
+        out["memory"] = best("memory")
+        out["same_rejected"] = out["memory"]["rejected"] == out["staged"]["rejected"]
+    if others:
+        out["bare"] = best("bare")
+        if datasketch_available():
+            out["datasketch"] = best("datasketch")
+    for side in ("memory", "bare", "datasketch"):
+        if side in out:
+            out[f"staged/{side}"] = round(out["staged"]["seconds"] / out[side]["seconds"], 3)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    side, n, collapse = argv[0], int(argv[1]), int(argv[2])
+    res = side_staged(n, argv[3], int(argv[4]), collapse) if side == "staged" else SIDES[side](n, collapse)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -29,7 +29,7 @@ from datamill.quality.dedup.structural import Structural
 from datamill.seeds import parse_sample_id
 from datamill.store import RunDir, atomic
 from datamill.store.formats import dumps_line
-from datamill.store.integrity import checked_meta, part_lines, part_writer
+from datamill.store.integrity import HASH_FIELD, checked_meta, part_lines, part_writer
 
 METHODS = ("exact", "structural", "minhash", "semantic")
 ID_FIELDS = frozenset({"sample_id", "trace_id"})
@@ -185,17 +185,19 @@ def dedup_run(
     on_exhausted: str = "drop",
     by: str | None = None,
     auto: bool = False,
+    memory_mb: int | None = None,
 ) -> DedupResult:
     """Dedup a run dir in rounds (see the module docstring) and rewrite the changed parts.
 
     Crash-safe: the outcome is decided from committed parts and cached responses alone, saved as
     ``reports/dedup.pending.json``, and only then are parts rewritten; a run killed at any moment
     decides the same outcome again, or finishes applying the saved one. One process at a time.
-    ``auto`` (the run's own dedup) returns the finished outcome when there is one.
+    ``auto`` (the run's own dedup) returns the finished outcome when there is one. ``memory_mb``
+    bounds the staged path's memory (default ``$DATAMILL_DEDUP_MEMORY_MB`` or 512).
     """
     rd = RunDir(run_dir)
     if not write:
-        return _decide(rd, method_name, threshold, fields, max_rounds, window, on_exhausted, by)[0]
+        return _decide(rd, method_name, threshold, fields, max_rounds, window, on_exhausted, by, memory_mb)[0]
     rd.logs_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(rd.logs_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -208,7 +210,8 @@ def dedup_run(
             result = DedupResult.from_dict(doc["result"])
             changed_recs = {int(k): v for k, v in doc["records"].items()}
         else:
-            result, by_slot = _decide(rd, method_name, threshold, fields, max_rounds, window, on_exhausted, by)
+            result, by_slot = _decide(rd, method_name, threshold, fields, max_rounds, window, on_exhausted, by,
+                                      memory_mb)  # fmt: skip
             changed = {**result.attempts, **{s: 0 for s in result.left_rejected}}
             changed_recs = {s: by_slot.get(s, []) for s in sorted(changed)}
             doc = {"result": result.as_dict(), "records": {str(k): v for k, v in changed_recs.items()}}
@@ -225,6 +228,12 @@ def dedup_run(
         os.close(fd)
 
 
+def staged_methods(method: Method) -> list[Any] | None:
+    """The methods to run staged (see :mod:`.staged`), or None if one of them runs only in memory."""
+    ms = method.methods if isinstance(method, Combined) else [method]
+    return ms if all(hasattr(m, "sign") for m in ms) else None
+
+
 def _decide(
     rd: RunDir,
     method_name: str | Sequence[str],
@@ -234,10 +243,21 @@ def _decide(
     window: int | None,
     on_exhausted: str,
     by: str | None,
+    memory_mb: int | None = None,
+    staged: bool | None = None,
 ) -> tuple[DedupResult, dict[int, list[dict[str, Any]]]]:
-    """The rounds: which slots are rejected, regenerated, and left rejected (nothing written)."""
+    """The rounds: which slots are rejected, regenerated, and left rejected (nothing written).
+
+    Exact, structural and MinHash (alone or combined) run staged, in memory bounded by
+    ``memory_mb`` whatever the run's size; semantic and the window mode hold the texts in memory.
+    ``staged=False`` forces the in-memory path (tests compare the two). Only the records of
+    changed slots are returned.
+    """
     manifest = rd.manifest()
     method = make_method(method_name, threshold)
+    methods = staged_methods(method)
+    if methods is not None and not window and staged is not False:
+        return _decide_staged(rd, method, methods, fields, max_rounds, on_exhausted, by, memory_mb)
     by_slot: dict[int, list[dict[str, Any]]] = {}
     # A keyed source's sample_ids are its keys: their slots come from the source, through a runner.
     keyed = bool((manifest["recipe"].get("source") or {}).get("key"))
@@ -275,6 +295,113 @@ def _decide(
     if runner is not None:
         runner.close()
     return result, by_slot
+
+
+def _decide_staged(
+    rd: RunDir,
+    method: Method,
+    methods: list[Any],
+    fields: Sequence[str] | None,
+    max_rounds: int,
+    on_exhausted: str,
+    by: str | None,
+    memory_mb: int | None,
+) -> tuple[DedupResult, dict[int, list[dict[str, Any]]]]:
+    """:func:`_decide` through :class:`.staged.StagedDedup`: only regenerated records are held."""
+    from datamill.quality.dedup.staged import StagedDedup
+
+    manifest = rd.manifest()
+    keyed = bool((manifest["recipe"].get("source") or {}).get("key"))
+    runner = _runner(rd, manifest) if keyed else None
+    parts = rd.parts()
+    engine = StagedDedup(methods, rd.path / STAGED_DIR, memory_mb or memory_budget_mb())
+    result = DedupResult(method.name, getattr(method, "threshold", None), on_exhausted=on_exhausted, by=by)
+    overrides: dict[int, list[dict[str, Any]]] = {}  # regenerated slots' records (failed or dropped: [])
+    rejected: dict[int, int] = {}
+    shards = []
+    for round_no in range(1, max_rounds + 2):
+        shards = [_part_shard(p, runner, fields, overrides) for p in parts]
+        rejected = engine.run(shards)
+        if not rejected or round_no > max_rounds:
+            break
+        entry: dict[str, Any] = {"round": round_no, "rejected": sorted(rejected), "count": len(rejected)}
+        if by:
+            entry["by"] = _count_by(_records_of(parts, runner, overrides, rejected), rejected, by)
+        result.rounds.append(entry)
+        runner = runner or _runner(rd, manifest)
+        for outcome in runner.run(sorted(rejected), attempt=round_no):
+            result.attempts[outcome.slot] = round_no
+            overrides[outcome.slot] = [] if outcome.failed or outcome.dropped else outcome.records
+    result.left_rejected = sorted(rejected)
+    if by and rejected:
+        left_by = _count_by(_records_of(parts, runner, overrides, rejected), rejected, by)
+        result.rounds.append({"round": "left", "count": len(rejected), "by": left_by})
+    if on_exhausted == "fail":
+        result.failed = [{"slot": s, "reason": f"dedup: still a duplicate ({method.name}) of slot {rejected[s]} after "
+                          f"{max_rounds} rounds of regeneration"} for s in sorted(rejected)]  # fmt: skip
+    result.records = engine.count_rows(shards) - engine.count_rows(shards, rejected)
+    for slot in rejected:
+        overrides[slot] = []
+    if runner is not None:
+        runner.close()
+    engine.prune(shards)
+    return result, overrides
+
+
+STAGED_DIR = "dedup"  # RUN/dedup/: the staged path's signatures and links (a cache, safe to delete)
+MEMORY_ENV = "DATAMILL_DEDUP_MEMORY_MB"
+
+
+def memory_budget_mb() -> int:
+    """The staged dedup's memory budget: ``$DATAMILL_DEDUP_MEMORY_MB`` or 512."""
+    from datamill.quality.dedup.staged import DEFAULT_MEMORY_MB
+
+    raw = os.environ.get(MEMORY_ENV, "")
+    try:
+        return int(raw) if raw else DEFAULT_MEMORY_MB
+    except ValueError:
+        raise UsageError(f"{MEMORY_ENV}: expected a number of MB, got {raw!r}") from None
+
+
+def _part_shard(
+    part: Any, runner: Any, fields: Sequence[str] | None, overrides: dict[int, list[dict[str, Any]]]
+) -> Any:
+    """A part as a staged-dedup shard: its records' texts, regenerated slots replaced."""
+    from datamill.quality.dedup.staged import Shard
+
+    meta = part.meta()
+    failed = {int(f["slot"]) for f in meta.get("slots_failed", [])}
+    mine = {s: overrides[s] for s in sorted(overrides) if part.start <= s < part.end}
+    st = part.path.stat()
+    content = meta.get(HASH_FIELD) or f"{st.st_size}-{st.st_mtime_ns}"
+    new_rows = [(s, record_text(r, fields)) for s, recs in mine.items() for r in recs]
+    key = orjson.dumps([part.path.name, content, list(fields or []), sorted(failed), sorted(mine), new_rows])
+
+    def rows() -> Iterator[tuple[int, str]]:
+        for slot, rec in _part_records(part, runner):
+            if slot not in failed and slot not in mine:
+                yield slot, record_text(rec, fields)
+        yield from new_rows
+
+    return Shard(key.decode(), rows)
+
+
+def _records_of(
+    parts: Sequence[Any], runner: Any, overrides: dict[int, list[dict[str, Any]]], slots: dict[int, int]
+) -> dict[int, list[dict[str, Any]]]:
+    """The records of ``slots`` now: regenerated ones, else read from the parts."""
+    import bisect
+
+    out = {s: overrides[s] for s in slots if s in overrides}
+    want = set(slots) - set(out)
+    ordered = sorted(want)
+    for part in parts:
+        i = bisect.bisect_left(ordered, part.start)
+        if i < len(ordered) and ordered[i] < part.end:
+            for slot, rec in _part_records(part, runner):
+                if slot in want:
+                    out.setdefault(slot, []).append(rec)
+    return out
 
 
 def _part_records(part: Any, runner: Any) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -267,14 +267,14 @@ class StagedDedup:
         arr = np.load(result)
         return dict(zip(arr[:, 0].tolist(), arr[:, 1].tolist(), strict=True))
 
-    def rows_in(self, shards: Sequence[Shard], slots: Iterable[int]) -> int:
-        """How many rows of the (signed) ``shards`` belong to ``slots``."""
-        want = np.array(sorted(set(slots)), dtype=np.int64)
+    def count_rows(self, shards: Sequence[Shard], slots: Iterable[int] | None = None) -> int:
+        """How many rows the (signed) ``shards`` hold, or hold of ``slots``."""
+        want = None if slots is None else np.array(sorted(set(slots)), dtype=np.int64)
         m = self.methods[0]
         total = 0
         for s in shards:
             have = np.load(f"{self.shards_dir / _id(m.ident, s.key)}.slots.npy", mmap_mode="r")
-            total += int(np.isin(have, want).sum())
+            total += len(have) if want is None else int(np.isin(have, want).sum())
         return total
 
     def prune(self, keep: Sequence[Shard]) -> None:
