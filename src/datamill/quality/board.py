@@ -1,9 +1,10 @@
 """The dashboard and safety gates of one verify pass: fed each record, graded at the end.
 
-verify hands every record to :meth:`Board.add`; on the board's own thread (in batches, so its
-work overlaps the tokenizer's, which releases the GIL) streaming meters and checkers count it, and one
-reservoir per sample size keeps a deterministic sample (a fixed seed, records in slot order) of
-the text fields the sampled meters read, each cut at ``SAMPLE_CHARS``. :meth:`Board.finish`
+verify starts the board with :meth:`Board.run_beside`: a forked process reads the source itself (a
+second core; no record crosses a pipe) and feeds every record, in order, to the streaming meters
+and checkers, and one reservoir per sample size keeps a deterministic sample (a fixed seed, records
+in slot order) of the text fields the sampled meters read, each cut at ``SAMPLE_CHARS``.
+:meth:`Board.add` feeds it in-process instead (batched on a thread). :meth:`Board.finish`
 grades each reading:
 
 - a dashboard metric against its two bounds: ``healthy`` / ``warning`` / ``critical``; a critical
@@ -15,11 +16,16 @@ grades each reading:
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from datamill.errors import InputError
+import orjson
+
+from datamill.errors import DatamillError, InputError
+from datamill.forked import die_with_parent
 from datamill.quality.dashboard import AnchorMeter, AnchorTally, Meter, Reading, RepairRate, Skips, meters
 from datamill.quality.safety import CHECKERS, Checker
 from datamill.recipe import gatekinds
@@ -151,9 +157,54 @@ class Board:
         self.batch: list[dict[str, Any]] = []
         self.pool: ThreadPoolExecutor | None = None
         self.inflight: Future[None] | None = None
+        self.beside: tuple[Any, Any] | None = None  # (process, pipe) of run_beside
+
+    def run_beside(self, lines: Callable[[], Iterable[bytes]]) -> None:
+        """Count every record in a forked process that reads ``lines()`` itself; :meth:`finish`
+        collects its result. Call before starting threads (a fork copies only the calling thread)."""
+        ctx = mp.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=self._beside, args=(lines, send), daemon=True)
+        proc.start()
+        send.close()
+        self.beside = (proc, recv)
+
+    def _beside(self, lines: Callable[[], Iterable[bytes]], send: Any) -> None:
+        die_with_parent()
+        try:
+            batch: list[dict[str, Any]] = []
+            for line in lines():
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # verify's own pass names the line
+                if isinstance(rec, dict):
+                    batch.append(rec)
+                if len(batch) >= BATCH:
+                    self._count(batch)
+                    batch = []
+            self._count(batch)
+            out: tuple[str, Any] = ("ok", self._grade())
+        except DatamillError as exc:
+            out = ("error", (type(exc).__name__, str(exc)))
+        except Exception as exc:  # a bug in a meter: said, never a silent hang
+            out = ("error", ("RuntimeError", f"the dashboard and safety gates failed: {exc!r}"))
+        send.send(out)
+        send.close()
+
+    def abandon(self) -> None:
+        """Stop the process of :meth:`run_beside` (verify failed before the end)."""
+        if self.beside is not None:
+            proc, recv = self.beside
+            proc.kill()
+            proc.join()
+            recv.close()
+            self.beside = None
 
     def add(self, rec: dict[str, Any]) -> None:
         """Take one record; it is counted in batches on the board's own thread."""
+        if self.beside is not None:
+            return
         self.batch.append(rec)
         if len(self.batch) >= BATCH:
             self._submit()
@@ -179,12 +230,32 @@ class Board:
 
     def finish(self) -> dict[str, Any]:
         """``dashboard`` and ``safety`` rows, the gate results and the flat metrics they add."""
+        if self.beside is not None:
+            proc, recv = self.beside
+            self.beside = None
+            try:
+                status, value = recv.recv()
+            except EOFError:
+                proc.join()
+                raise RuntimeError(
+                    f"verify: the dashboard and safety gates' process died (exit {proc.exitcode})"
+                ) from None
+            finally:
+                recv.close()
+            proc.join()
+            if status == "error":
+                kind, message = value
+                raise (InputError(message) if kind != "RuntimeError" else RuntimeError(message))
+            return dict(value)
         if self.batch:
             self._submit()
         if self.inflight is not None:
             self.inflight.result()
         if self.pool is not None:
             self.pool.shutdown()
+        return self._grade()
+
+    def _grade(self) -> dict[str, Any]:
         dashboard: list[dict[str, Any]] = []
         safety: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
@@ -94,10 +94,20 @@ def uniqueness(values: Sequence[Any]) -> float:
 
 def top_k_share(values: Sequence[Any], k: int = 10) -> float:
     """Share of items holding one of the k most frequent values (anchor overuse)."""
-    if not values:
+    return top_k_share_of_counts(Counter(repr(v) for v in values), k)
+
+
+def top_k_share_of_counts(counts: Mapping[Any, int], k: int = 10, skip: Any = None) -> float:
+    """:func:`top_k_share` from a value -> count table (values apart by ``repr``); ``skip`` (an
+    "other" bucket) counts in the total but is not a value."""
+    total = sum(counts.values())
+    if not total:
         return 0.0
-    counts = Counter(repr(v) for v in values)
-    return sum(n for _, n in counts.most_common(k)) / len(values)
+    by_repr: Counter[str] = Counter()
+    for v, c in counts.items():
+        if skip is None or v != skip:
+            by_repr[repr(v)] += c
+    return sum(n for _, n in by_repr.most_common(k)) / total
 
 
 def mutual_information(a: Sequence[Any], b: Sequence[Any]) -> float:

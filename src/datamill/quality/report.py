@@ -1,5 +1,9 @@
 """``datamill report DIR``: one self-contained HTML file (``reports/report.html``).
 
+It reads the run's ``reports/verify.json`` (when no part is newer) and never the parts: verify keeps
+what the page draws (binned lengths, category counts) in its one pass. Without a current verify
+report it runs one, without token counts.
+
 No network: the data is a JSON blob inside the page and a small inline script draws the plots as
 SVG — length histograms, category bars against their targets, quota plan versus actual, dedup
 rounds, the gate table, the dashboard and safety gates (a table with their bands, a gauge per
@@ -20,30 +24,6 @@ from datamill.quality.verify import verify
 from datamill.store import RunDir, atomic
 
 MAX_POINTS = 400  # latency-over-time points in the page (bucketed means)
-HIST_BINS = 20
-
-
-def _histogram(values: list[int], bins: int = HIST_BINS) -> dict[str, Any]:
-    if not values:
-        return {"edges": [], "counts": []}
-    lo, hi = min(values), max(values)
-    width = max(1, -(-(hi - lo + 1) // bins))
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, (v - lo) // width)] += 1
-    return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
-
-
-def _lengths(rd: RunDir) -> dict[str, list[int]]:
-    from datamill.store.integrity import part_lines
-
-    out: dict[str, list[int]] = {}
-    for part in rd.parts():
-        for line in part_lines(part):
-            for k, v in orjson.loads(line).items():
-                if isinstance(v, str) and k != "sample_id":
-                    out.setdefault(k, []).append(len(v))
-    return out
 
 
 def _latency_series(rows: list[dict[str, Any]]) -> list[list[float]]:
@@ -62,9 +42,12 @@ def build_data(run_dir: str | Path) -> dict[str, Any]:
     manifest = rd.manifest()
     verify_path = rd.reports_dir / "verify.json"
     newest_part = max((p.path.stat().st_mtime for p in rd.parts()), default=0.0)
+    report: dict[str, Any] | None = None
     if verify_path.is_file() and verify_path.stat().st_mtime >= newest_part:
         report = orjson.loads(verify_path.read_bytes())
-    else:  # no verify yet, or parts changed since (dedup): a quick one without token counts
+        if "lengths" not in report["summary"]:
+            report = None  # written by a datamill before the binned lengths
+    if report is None:  # no verify yet, or parts changed since (dedup): a quick one without token counts
         from datamill.recipe.model import GateSpec
 
         gates = [GateSpec.model_validate(g) for g in manifest["recipe"].get("gates") or []]
@@ -82,7 +65,7 @@ def build_data(run_dir: str | Path) -> dict[str, Any]:
     return {
         "title": f"{manifest['recipe_name']} ({manifest['recipe_hash']})",
         "header": report["header"],
-        "lengths": {k: _histogram(v) for k, v in _lengths(rd).items()},
+        "lengths": report["summary"]["lengths"],
         "histograms": report["summary"]["histograms"],
         "targets": targets,
         "quota": report["summary"]["quota"],

@@ -28,6 +28,7 @@ from datamill.quality.board import Board, base_dir_of
 from datamill.quality.content import ContentCheck
 from datamill.quality.gates import evaluate
 from datamill.quality.judge import JudgeCheck
+from datamill.quality.stream import OTHER, CappedCounter, DuplicateIds, IntHistogram
 from datamill.recipe.model import GateSpec
 from datamill.store import RunDir
 from datamill.store.reader import complete_parts, iter_dataset_lines
@@ -38,18 +39,11 @@ SAMPLE = 2000
 SAMPLE_CHARS = 1500
 TOKEN_BATCH = 2048
 MAX_CATEGORIES = 30  # a string field with more distinct values is text, not a category
+MAX_DISTINCT = 1000  # a declared category's distinct values counted by name; the rest under "(other)"
+MAX_JOINT = 100_000  # combinations of declared categories counted for mutual information
+MEMO_CHARS = 64  # a category-like value up to this long has its token count memoised
+MEMO_MAX = 100_000  # memoised values at most
 SKIP_FIELDS = frozenset({"sample_id"})
-
-
-def _percentiles(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {"p10": 0, "p50": 0, "p90": 0, "max": 0, "mean": 0.0}
-    s = sorted(values)
-
-    def q(f: float) -> int:
-        return s[min(len(s) - 1, int(f * len(s)))]
-
-    return {"p10": q(0.10), "p50": q(0.50), "p90": q(0.90), "max": s[-1], "mean": round(sum(s) / len(s), 2)}
 
 
 def open_source(target: str | Path, allow_partial: bool = False) -> tuple[Iterator[bytes], dict[str, Any] | None, str]:
@@ -61,6 +55,14 @@ def open_source(target: str | Path, allow_partial: bool = False) -> tuple[Iterat
     if p.is_dir():
         complete_parts(RunDir(p), allow_partial, "verify")  # missing ranges: said before any work
     return iter_dataset_lines(p, allow_partial), manifest, str(p)
+
+
+def _ids_again(target: str | Path, allow_partial: bool) -> Iterator[Any]:
+    """The sample_ids of ``target`` once more, in order (the duplicate check's confirming pass)."""
+    for line in open_source(target, allow_partial)[0]:
+        rec = orjson.loads(line)
+        if isinstance(rec, dict) and rec.get("sample_id") is not None:
+            yield rec["sample_id"]
 
 
 def _declared_categories(manifest: dict[str, Any] | None) -> dict[str, list[Any]]:
@@ -137,22 +139,43 @@ class _Verdicts:
 
 
 class _Field:
-    """One text field's lengths and its reservoir sample.
+    """One string field: its length distributions and its reservoir sample.
+
+    Lengths go to exact integer histograms (flat in N: a count per distinct length). Characters are
+    buffered per token batch and counted in one C loop; token counts come from the tokenizer's
+    thread (``tokens``) or, for a repeated short value of a category-like field, from the value's
+    memoised count (``memo_tokens``), so the two threads never write the same counter.
 
     The sample is Li's Algorithm L: after the reservoir fills, the number of items to skip before
     the next replacement is drawn at once (a geometric jump), so a long stream costs a few random
     draws per replacement, not one per item. The same records in the same order give the same sample.
     """
 
-    __slots__ = ("chars", "next", "sample", "seen", "tokens", "w")
+    __slots__ = ("cat", "char_buf", "chars", "memo_buf", "memo_tokens", "next", "sample", "seen", "tokens", "w")
 
     def __init__(self) -> None:
-        self.chars: list[int] = []
-        self.tokens: list[int] = []
+        self.chars = IntHistogram()
+        self.char_buf: list[int] = []
+        self.tokens = IntHistogram()
+        self.memo_tokens = IntHistogram()
+        self.memo_buf: list[int] = []
+        self.cat = True  # values repeat (a category): their token counts are memoised
         self.sample: list[str] = []
         self.seen = 0
         self.w = 1.0
         self.next = 0  # the 1-based item that replaces a sampled one next (0: the reservoir is not full)
+
+    def flush(self) -> None:
+        self.chars.update(self.char_buf)
+        self.char_buf.clear()
+        self.memo_tokens.update(self.memo_buf)
+        self.memo_buf.clear()
+
+    def token_lengths(self) -> IntHistogram:
+        out = IntHistogram()
+        out.merge(self.tokens)
+        out.merge(self.memo_tokens)
+        return out
 
     def offer(self, value: str, rng: random.Random) -> None:
         """Count ``value`` (the ``seen``-th item) into the sample."""
@@ -189,113 +212,134 @@ def verify(
     declared = _declared_categories(manifest)
     rng = random.Random(0)
     fields: dict[str, _Field] = {}
-    cats: dict[str, Counter[Any]] = {k: Counter() for k in declared}
+    cats: dict[str, CappedCounter] = {k: CappedCounter(MAX_DISTINCT) for k in declared}
     maybe_cats: dict[str, Counter[str] | None] = {}
-    seen_ids: set[str] = set()
-    dups: list[str] = []
+    ids = DuplicateIds()
     slot_cells: Counter[tuple[Any, ...]] = Counter()
     quota_keys = list(((manifest or {}).get("plan", {}).get("quota_cells") or [{"values": {}}])[0]["values"])
     cat_keys = list(declared)
-    joint: Counter[tuple[Any, ...]] = Counter()  # declared categories together, for mutual information
-    pending: list[tuple[_Field, str]] = []
+    joint: Counter[tuple[Any, ...]] | None = Counter()  # declared categories together, for mutual information
+    pend_fields: list[_Field] = []
+    pend_texts: list[str] = []
+    memo: dict[str, int] = {}  # token counts of repeated short values (categories), counted once
     verdicts: dict[str, _Verdicts] = {}  # judge and validate fields: {score, reason} / {ok, error}
     n = 0
     ext_params = {**((manifest or {}).get("recipe", {}).get("params") or {}), **(params or {})}
     extension: Any = None
     checks = [_content_check(g) for g in gates or [] if g.check is not None]
     board = Board(gates or [], base_dir_of(manifest), Path(target) if manifest else None)
+    if board.active:  # before any thread starts: the board reads the source itself in a forked process
+        board.run_beside(lambda: open_source(target, allow_partial)[0])
     pool = ThreadPoolExecutor(max_workers=1) if counter is not None else None
     inflight: list[Future[None]] = []
 
-    def count_batch(batch: list[tuple[_Field, str]]) -> None:
+    def count_batch(batch_fields: list[_Field], texts: list[str]) -> None:
         assert counter is not None
-        for (f, _), c in zip(batch, counter.count([t for _, t in batch]), strict=True):
-            f.tokens.append(c)
+        counts = counter.count(texts)
+        for f, text, c in zip(batch_fields, texts, counts, strict=True):
+            f.tokens.counts[c] += 1
+            if f.cat and len(text) <= MEMO_CHARS and len(memo) < MEMO_MAX:
+                memo[text] = c
 
     def flush() -> None:
-        # One batch in flight at a time keeps token lists in item order and memory bounded.
+        nonlocal pend_fields, pend_texts
+        # One batch in flight at a time keeps memory bounded.
         for fut in inflight:
             fut.result()
         inflight.clear()
-        if pool is not None and pending:
-            inflight.append(pool.submit(count_batch, list(pending)))
-        pending.clear()
+        if pool is not None and pend_texts:
+            inflight.append(pool.submit(count_batch, pend_fields, pend_texts))
+        pend_fields, pend_texts = [], []
+        for f in fields.values():
+            f.flush()
 
-    for line in lines:
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise InputError(f"verify: {label}: line {n + 1} is not JSON") from None
-        if not isinstance(rec, dict):
-            raise InputError(f"verify: {label}: line {n + 1} is not a JSON object")
-        n += 1
-        if n == 1:
-            extension = extensions.for_record(rec, ext_params)
-            if extension is not None and not checks:  # the recipe's own content gates, unless some are declared
-                checks = [_content_check(g) for g in getattr(extension, "content_gates", lambda: [])()]
-        if checks:
-            cache: dict[Any, Any] = {}
-            for check in checks:
-                check.add(rec, cache)
-        if extension is not None:
-            extension.add(rec)
-        if board.active:
-            board.add(rec)
-        sid = rec.get("sample_id")
-        if sid is not None:
-            if sid in seen_ids:
-                dups.append(str(sid))
-            else:
-                seen_ids.add(sid)
-            if quota_keys and str(sid).endswith(":0"):
-                slot_cells[tuple(rec.get(k) for k in quota_keys)] += 1
-        if len(cat_keys) > 1:
-            joint[tuple(repr(rec.get(k)) for k in cat_keys)] += 1
-        for key, value in rec.items():
-            if key in SKIP_FIELDS:
-                continue
-            if key in cats:
-                cats[key][value] += 1
-            if isinstance(value, dict) and ("score" in value or "ok" in value):
-                verdict = verdicts.get(key) or _Verdicts()
-                if verdict.add(value):
-                    verdicts[key] = verdict
-            if isinstance(value, str):
-                f = fields.get(key)
-                if f is None:
-                    f = fields[key] = _Field()
-                f.chars.append(len(value))
-                pending.append((f, value))
-                f.seen += 1
-                if not f.next or f.seen == f.next:  # filling the reservoir, or the next replacement
-                    f.offer(value, rng)
-                if key not in cats:
-                    if key in maybe_cats:
-                        mc = maybe_cats[key]
-                    else:
-                        mc = maybe_cats[key] = Counter()
-                    if mc is not None:
-                        mc[value] += 1
-                        if len(mc) > MAX_CATEGORIES:
-                            maybe_cats[key] = None
-        if len(pending) >= TOKEN_BATCH:
-            flush()
-    flush()
-    flush()  # waits for the last batch
-    if pool is not None:
-        pool.shutdown()
+    try:
+        for line in lines:
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise InputError(f"verify: {label}: line {n + 1} is not JSON") from None
+            if not isinstance(rec, dict):
+                raise InputError(f"verify: {label}: line {n + 1} is not a JSON object")
+            n += 1
+            if n == 1:
+                extension = extensions.for_record(rec, ext_params)
+                if extension is not None and not checks:  # the recipe's own content gates, unless some are declared
+                    checks = [_content_check(g) for g in getattr(extension, "content_gates", lambda: [])()]
+            if checks:
+                cache: dict[Any, Any] = {}
+                for check in checks:
+                    check.add(rec, cache)
+            if extension is not None:
+                extension.add(rec)
+            sid = rec.get("sample_id")
+            if sid is not None:
+                ids.add(sid)
+                if quota_keys and str(sid).endswith(":0"):
+                    slot_cells[tuple(rec.get(k) for k in quota_keys)] += 1
+            if joint is not None and len(cat_keys) > 1:
+                joint[tuple(repr(rec.get(k)) for k in cat_keys)] += 1
+                if len(joint) > MAX_JOINT:
+                    joint = None
+            for key, value in rec.items():
+                if key in SKIP_FIELDS:
+                    continue
+                if key in cats:
+                    cats[key].add(value)
+                if isinstance(value, dict) and ("score" in value or "ok" in value):
+                    verdict = verdicts.get(key) or _Verdicts()
+                    if verdict.add(value):
+                        verdicts[key] = verdict
+                if isinstance(value, str):
+                    f = fields.get(key)
+                    if f is None:
+                        f = fields[key] = _Field()
+                    f.char_buf.append(len(value))
+                    if counter is not None:
+                        known = memo.get(value)
+                        if known is None:
+                            pend_fields.append(f)
+                            pend_texts.append(value)
+                        else:
+                            f.memo_buf.append(known)
+                    f.seen += 1
+                    if not f.next or f.seen == f.next:  # filling the reservoir, or the next replacement
+                        f.offer(value, rng)
+                    if key not in cats:
+                        if key in maybe_cats:
+                            mc = maybe_cats[key]
+                        else:
+                            mc = maybe_cats[key] = Counter()
+                        if mc is not None:
+                            mc[value] += 1
+                            if len(mc) > MAX_CATEGORIES:
+                                maybe_cats[key] = None
+                                f.cat = False
+            if len(pend_texts) >= TOKEN_BATCH:
+                flush()
+        flush()
+        flush()  # waits for the last batch
+    except BaseException:
+        board.abandon()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if n == 0:
+        board.abandon()
         raise InputError(f"verify: {label}: no records")
+    dup_count, dups = ids.finish(lambda: _ids_again(target, allow_partial))
 
-    histograms = {k: dict(v) for k, v in cats.items()}
+    histograms: dict[str, dict[Any, int]] = {k: dict(v) for k, v in cats.items()}
     for k, mc in maybe_cats.items():
         if mc is not None and len(mc) < n:  # repeated values: a category, not free text
             histograms[k] = dict(mc)
+    token_lengths = {k: f.token_lengths() for k, f in fields.items()} if counter else {}
     summary_fields = {
-        k: {"chars": _percentiles(f.chars), **({"tokens": _percentiles(f.tokens)} if counter else {})}
+        k: {"chars": f.chars.percentiles(), **({"tokens": token_lengths[k].percentiles()} if counter else {})}
         for k, f in fields.items()
     }
-    flat: dict[str, Any] = {"num_items": n, "duplicate_sample_ids": len(dups)}
+    flat: dict[str, Any] = {"num_items": n, "duplicate_sample_ids": dup_count}
     for k, units in summary_fields.items():
         for unit, stats in units.items():
             for stat, v in stats.items():
@@ -314,8 +358,7 @@ def verify(
         for metric in ("opening_entropy", "trigram_repetition"):
             collapse[f"{metric}.{k}"] = m.collapse_level(metric, flat[f"{metric}.{k}"])
     for k, h in histograms.items():
-        values = [v for v, c in h.items() for _ in range(c)]
-        flat[f"top10_share.{k}"] = round(m.top_k_share(values, 10), 4)
+        flat[f"top10_share.{k}"] = round(m.top_k_share_of_counts(h, 10, skip=OTHER), 4)
         flat[f"uniqueness.{k}"] = round(len(h) / max(1, sum(h.values())), 4)
     quota = []
     if manifest and quota_keys:
@@ -337,10 +380,10 @@ def verify(
         for name, tw in targets.items():
             if name in cats:
                 flat[f"category_balance.{name}"] = round(m.category_balance(cats[name], tw), 4)
-    for i, a in enumerate(cat_keys):
+    for i, a in enumerate(cat_keys if joint is not None else []):
         for j in range(i + 1, len(cat_keys)):
             pairs: Counter[tuple[Any, Any]] = Counter()
-            for combo, c in joint.items():
+            for combo, c in (joint or {}).items():
                 pairs[(combo[i], combo[j])] += c
             flat[f"mutual_information.{a}.{cat_keys[j]}"] = round(_mi(pairs), 4)
     for k, verdict in verdicts.items():
@@ -381,7 +424,7 @@ def verify(
     ext_header: dict[str, Any] = {}
     ext_summary: dict[str, Any] = {}
     if extension is not None:
-        ext_header, ext_summary, ext_gates = extension.finish({k: f.tokens for k, f in fields.items()}, n)
+        ext_header, ext_summary, ext_gates = extension.finish(token_lengths, n)
         gate_results += ext_gates
     report = {
         "header": {
@@ -402,8 +445,9 @@ def verify(
             "fields": summary_fields,
             "histograms": histograms,
             "quota": quota,
-            "duplicate_sample_ids": dups[:1000],
-            "duplicate_sample_id_count": len(dups),
+            "duplicate_sample_ids": dups,
+            "duplicate_sample_id_count": dup_count,
+            "lengths": {k: f.chars.bins() for k, f in fields.items()},
             "metrics": flat,
             "collapse": collapse,
             "time_per_100_items": flat["time_per_100_items"],
@@ -412,7 +456,7 @@ def verify(
             "content": content,
             "dashboard": boarded["dashboard"],
             "safety": boarded["safety"],
-            "passed": not dups and all(g["passed"] or g["severity"] == "warn" for g in gate_results),
+            "passed": not dup_count and all(g["passed"] or g["severity"] == "warn" for g in gate_results),
             **ext_summary,
         },
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from datamill.quality.stream import IntHistogram
+
 
 class Extension(Protocol):
     name: str
@@ -11,7 +13,7 @@ class Extension(Protocol):
     def add(self, rec: dict[str, Any]) -> None: ...
 
     def finish(
-        self, tokens: dict[str, list[int]], num_items: int
+        self, tokens: dict[str, IntHistogram], num_items: int
     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
         """(header fields, summary fields, gate results) to merge into the report."""
 

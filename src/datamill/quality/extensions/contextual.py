@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from datamill.quality.stream import IntHistogram
 from datamill.recipe.model import GateSpec
 from datamill.recipes.contextual import INT_SPAN, MARKUP, TOOL_CALL
 
@@ -58,7 +59,7 @@ class ContextualReport:
         self.span_hist: Counter[int] = Counter()
         self.over_cap: list[str] = []
         self.over_cap_count = 0
-        self.prompt_tokens: list[int] = []
+        self.prompt_tokens = IntHistogram()
         self.regex_time: dict[str, float] = {name: 0.0 for name in CHECKS}
         self.regex_hits: Counter[str] = Counter()
         self.templates: Counter[str] = Counter()
@@ -108,15 +109,13 @@ class ContextualReport:
                     continue
                 self.called[str(call.get("name")) if isinstance(call, dict) else "?"] += 1
         if isinstance(rec.get("prompt_tokens"), int):
-            self.prompt_tokens.append(rec["prompt_tokens"])
+            self.prompt_tokens.counts[rec["prompt_tokens"]] += 1
 
     def finish(
-        self, tokens: dict[str, list[int]], num_items: int
+        self, tokens: dict[str, IntHistogram], num_items: int
     ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        lengths = sorted(self.prompt_tokens or tokens.get("prompt") or [])
-
-        def q(f: float) -> int:
-            return lengths[min(len(lengths) - 1, int(f * len(lengths)))] if lengths else 0
+        lengths = (self.prompt_tokens if self.prompt_tokens.counts else tokens.get("prompt")) or IntHistogram()
+        pct_tokens = lengths.percentiles()
 
         pct = self.long / num_items if num_items else 0.0
         quota = {
@@ -131,7 +130,7 @@ class ContextualReport:
         summary = {
             "long_context_count": self.long,
             "long_context_quota": quota,
-            "token_length_stats": {"p10": q(0.10), "p50": q(0.50), "p90": q(0.90)},
+            "token_length_stats": {k: pct_tokens[k] for k in ("p10", "p50", "p90")},
             "integration_span_count_histogram": {str(k): v for k, v in sorted(self.span_hist.items())},
             "integration_span_cap": self.cap,
             "integration_spans_over_cap_count": self.over_cap_count,
