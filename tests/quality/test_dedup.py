@@ -210,3 +210,115 @@ def test_a_quota_left_with_duplicates_fails_those_slots(run_cli, tmp_path: Path)
     # A second run changes nothing and says the same.
     again = run_cli("run", str(recipe), "--out", str(out))
     assert again.returncode == 1 and run_cli("cat", str(out)).stdout.count("\n") == 2
+
+
+# -- staged dedup (issue 19) ---------------------------------------------------------------------
+
+ALPHA = [a + b + c for a in "bcdfgklmnprst" for b in "aeiou" for c in "nrstlm"]  # 390 words, no digits
+
+
+def staged_corpus(n: int, seed: int = 3) -> list[tuple[int, str]]:
+    """``n`` records of 14 words: 2% near-duplicates (last word changed), 1% exact duplicates
+    (case and punctuation changed), 1% structural twins (other numbers and names), a collapse
+    cluster of 1% of near-identical texts, and some slots with two records."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    sentence = " ".join(rng.choice(ALPHA) for _ in range(40))
+    for i in range(n):
+        kind = i % 100
+        if i > 200 and kind in (7, 8):
+            w = texts[rng.randrange(i - 200, i)].split()
+            w[-1] = f"changed{i}"
+            texts.append(" ".join(w))
+        elif i > 200 and kind == 9:
+            texts.append(texts[rng.randrange(i - 200, i)].upper() + "!")
+        elif kind == 10:
+            texts.append(f"Ask {rng.choice(['Maria', 'Peter', 'Olga'])} for {rng.randrange(99)} pens, case {i % 7}")
+        elif kind == 11:
+            texts.append(f"{sentence} {rng.choice(ALPHA)}")
+        else:
+            texts.append(" ".join(rng.choice(ALPHA) for _ in range(14)))
+    # Record i is slot i, except every 100th + 1, which is a second record of the slot before it.
+    return [(i - 1 if i % 100 == 1 else i, t) for i, t in enumerate(texts)]
+
+
+def corpus_shards(records: list[tuple[int, str]], size: int) -> list[object]:
+    from datamill.quality.dedup.staged import Shard
+
+    assert size % 100 == 0  # a slot's two records stay in one shard
+    return [
+        Shard(f"test-{len(records)}-{lo}-{size}", lambda lo=lo: records[lo : lo + size])
+        for lo in range(0, len(records), size)
+    ]
+
+
+@pytest.fixture(scope="module")
+def corpus_100k() -> list[tuple[int, str]]:
+    return staged_corpus(100_000)
+
+
+@pytest.mark.parametrize("method", ["exact", "structural", "minhash", "structural,minhash"])
+def test_staged_and_in_memory_paths_reject_identical_slots_on_100k(
+    method: str, corpus_100k: list[tuple[int, str]], tmp_path: Path
+) -> None:
+    from datamill.quality.dedup import staged_methods
+    from datamill.quality.dedup.staged import StagedDedup
+
+    m = make_method(method)
+    want = rejected_slots(corpus_100k, m)
+    assert len(want) > 500  # the corpus has duplicates of this kind to find
+    methods = staged_methods(m)
+    assert methods is not None
+    # A small budget: many key ranges per band, many verification batches.
+    got = StagedDedup(methods, tmp_path, memory_mb=16).run(corpus_shards(corpus_100k, 7000))  # type: ignore[arg-type]
+    assert got == want
+
+
+def test_bucket_window_finds_the_same_clusters_as_all_pairs_and_stays_linear_on_a_collapse() -> None:
+    from datamill.quality.dedup.base import WINDOW, clusters
+    from datamill.quality.dedup.minhash import signature
+
+    records = staged_corpus(20_000, seed=5)
+    texts = [t for _, t in records]
+    m = make_method("minhash")
+    window_pairs = m.pairs(texts)
+    all_pairs = m.pairs_of([signature(t) for t in texts])  # type: ignore[attr-defined]  # rensa's LSH, all pairs
+    assert len(all_pairs) > 3 * len(window_pairs)  # the collapse cluster: k**2 pairs against O(k) links
+    assert clusters(len(texts), window_pairs) == clusters(len(texts), all_pairs)
+    # 5,000 near-identical texts: one cluster, at most WINDOW links per member per band.
+    collapse = [f"{' '.join(ALPHA[:40])} {w}" for w in ALPHA] * 13
+    collapse = [f"{t} x{i}" for i, t in enumerate(collapse[:5000])]
+    links = m.pairs(collapse)
+    assert len(links) <= WINDOW * 16 * len(collapse)
+    assert clusters(len(collapse), links) == [list(range(len(collapse)))]
+
+
+def shingle_jaccard(a: str, b: str) -> float:
+    """Exact Jaccard of lower-cased word 3-shingles (``\\w+`` words), independent of datamill."""
+    import re
+
+    def sh(t: str) -> set[tuple[str, ...]]:
+        w = re.findall(r"\w+", t.lower())
+        return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
+
+    x, y = sh(a), sh(b)
+    return len(x & y) / len(x | y)
+
+
+def test_staged_minhash_finds_every_planted_pair_at_jaccard_090(tmp_path: Path) -> None:
+    from datamill.bench.dedup_bench import is_planted, planted_source, synth_shards, synth_texts
+    from datamill.quality.dedup.staged import StagedDedup
+
+    n = 60_000
+    got = StagedDedup([make_method("minhash")], tmp_path, memory_mb=32).run(synth_shards(n, 8000))  # type: ignore[list-item]
+    texts = synth_texts(0, n, n)
+    import numpy as np
+
+    dups = np.flatnonzero(is_planted(np.arange(n), n)).tolist()
+    srcs = planted_source(np.array(dups)).tolist()
+    checked = 0
+    for d, s in zip(dups, srcs, strict=True):
+        if shingle_jaccard(texts[d], texts[s]) >= 0.9:
+            checked += 1
+            assert got.get(d, d) == got.get(s, s), (d, s)
+    assert checked == len(dups) == n // 50
