@@ -322,3 +322,91 @@ def test_staged_minhash_finds_every_planted_pair_at_jaccard_090(tmp_path: Path) 
             checked += 1
             assert got.get(d, d) == got.get(s, s), (d, s)
     assert checked == len(dups) == n // 50
+
+
+NEAR_GEN = """
+BASES = [" ".join(f"b{k}x{i}" for i in range(30)) for k in range(20)]
+
+
+def pick(ctx):
+    # Attempt 0: one slot in 10 is a near-duplicate (a shared 30-word base, its own last word).
+    if ctx.attempt == 0 and ctx.rng.random() < 0.1:
+        yield {"text": BASES[ctx.rng.randrange(20)] + f" end{ctx.rng.randrange(10**6)}"}
+    else:
+        yield {"text": " ".join(f"u{ctx.rng.randrange(10**9)}" for _ in range(30))}
+"""
+
+
+@pytest.fixture(scope="module")
+def near_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    d = tmp_path_factory.mktemp("near")
+    (d / "gen.py").write_text(NEAR_GEN)
+    recipe = d / "r.yaml"
+    recipe.write_text("name: near\nsize: 3000\ncolumns:\n  g: {generator: './gen.py:pick'}\noutput: {part_size: 500}\n")
+    out = d / "run"
+    res = subprocess.run([sys.executable, "-m", "datamill", "run", str(recipe), "--out", str(out)],
+                         capture_output=True, text=True, env=cli_env(), timeout=240)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
+def test_staged_dedup_run_matches_the_in_memory_run(
+    run_cli, near_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import datamill.quality.dedup as dd
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(near_run, a)
+    shutil.copytree(near_run, b)
+    staged = dd.dedup_run(a, "minhash")
+    assert staged.rounds and staged.rounds[0]["count"] > 100
+    assert (a / "dedup" / "shards").is_dir() and not (a / "dedup" / "work").exists()  # links pruned
+    monkeypatch.setattr(dd, "staged_methods", lambda m: None)  # the in-memory path
+    memory = dd.dedup_run(b, "minhash")
+    assert staged.as_dict() == memory.as_dict()
+    assert run_cli("cat", str(a)).stdout == run_cli("cat", str(b)).stdout
+
+
+@pytest.mark.parametrize("stage", ["sign:7", "link:5", "cluster:1"])
+def test_datamill_dedup_killed_in_each_stage_resumes_to_the_same_outcome(
+    run_cli, near_run: Path, tmp_path: Path, stage: str
+) -> None:
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    ref, hit = tmp_path / "ref", tmp_path / "hit"
+    shutil.copytree(near_run, ref)
+    shutil.copytree(near_run, hit)
+    assert run_cli("dedup", str(ref), "--method", "minhash").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "datamill", "dedup", str(hit), "--method", "minhash"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**cli_env(), "DATAMILL_DEDUP_PAUSE": stage}, start_new_session=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # printed with a temporary file written, not yet published
+        assert line.startswith("dedup paused in " + stage.split(":")[0]), line
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert [p for p in (hit / "dedup").rglob("*") if ".tmp-" in p.name]  # the kill left a torn write behind
+    assert not (hit / "reports" / "dedup.json").exists()
+    res = run_cli("dedup", str(hit), "--method", "minhash")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not [p for p in (hit / "dedup").rglob("*") if ".tmp-" in p.name]
+    assert (hit / "reports" / "dedup.json").read_bytes() == (ref / "reports" / "dedup.json").read_bytes()
+    assert run_cli("cat", str(hit)).stdout == run_cli("cat", str(ref)).stdout
