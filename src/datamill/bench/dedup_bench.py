@@ -126,26 +126,35 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (user + system): steadier than wall time on a shared machine."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def side_staged(n: int, root: str, memory_mb: int, collapse: int = 0) -> dict[str, Any]:
     from datamill.quality.dedup import make_method
     from datamill.quality.dedup.staged import StagedDedup
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     rejected = StagedDedup([make_method("minhash", 0.8)], root, memory_mb).run(synth_shards(n, collapse=collapse))  # type: ignore[list-item]
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
     import numpy as np
 
     np.save(Path(root) / "answer.npy", np.array(sorted(rejected.items()), dtype=np.int64).reshape(-1, 2))
-    return {"seconds": seconds, "rejected": len(rejected), "peak_rss_mb": _peak_mb()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "rejected": len(rejected), "peak_rss_mb": _peak_mb()}
 
 
 def side_memory(n: int, collapse: int = 0) -> dict[str, Any]:
     from datamill.quality.dedup import make_method, rejected_slots
 
     texts = synth_texts(0, n, n, collapse)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     rejected = rejected_slots(list(enumerate(texts)), make_method("minhash", 0.8))
-    return {"seconds": time.perf_counter() - t0, "rejected": len(rejected), "peak_rss_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "rejected": len(rejected),
+            "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
 def side_bare(n: int, collapse: int = 0) -> dict[str, Any]:
@@ -154,7 +163,7 @@ def side_bare(n: int, collapse: int = 0) -> dict[str, Any]:
     from datamill.quality.dedup.minhash import BANDS, NUM_PERM, SEED, shingles
 
     texts = synth_texts(0, n, n, collapse)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     hashes = []
     for t in texts:
         m = RMinHash(num_perm=NUM_PERM, seed=SEED)
@@ -164,7 +173,8 @@ def side_bare(n: int, collapse: int = 0) -> dict[str, Any]:
     for i, m in enumerate(hashes):
         lsh.insert(i, m)
     candidates = sum(len(lsh.query(m)) for m in hashes)
-    return {"seconds": time.perf_counter() - t0, "candidates": candidates, "peak_rss_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "candidates": candidates,
+            "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
 def side_datasketch(n: int, collapse: int = 0) -> dict[str, Any]:
@@ -173,7 +183,7 @@ def side_datasketch(n: int, collapse: int = 0) -> dict[str, Any]:
     from datamill.quality.dedup.minhash import BANDS, NUM_PERM, shingles
 
     texts = synth_texts(0, n, n, collapse)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     lsh = MinHashLSH(num_perm=NUM_PERM, params=(BANDS, NUM_PERM // BANDS))
     hashes = []
     for i, t in enumerate(texts):
@@ -182,7 +192,8 @@ def side_datasketch(n: int, collapse: int = 0) -> dict[str, Any]:
         lsh.insert(i, m)
         hashes.append(m)
     candidates = sum(len(lsh.query(m)) for m in hashes)
-    return {"seconds": time.perf_counter() - t0, "candidates": candidates, "peak_rss_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "candidates": candidates,
+            "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
 SIDES: dict[str, Callable[[int, int], dict[str, Any]]] = {
@@ -238,6 +249,7 @@ def run_dedup_bench(n: int, repeat: int = 1, *, memory_mb: int = 512, memory_pat
     for side in ("memory", "bare", "datasketch"):
         if side in out:
             out[f"staged/{side}"] = round(out["staged"]["seconds"] / out[side]["seconds"], 3)
+            out[f"staged/{side} cpu"] = round(out["staged"]["cpu_seconds"] / out[side]["cpu_seconds"], 3)
     return out
 
 

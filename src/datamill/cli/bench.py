@@ -91,6 +91,22 @@ def cmd_bench_eta(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_verify_memory(args: argparse.Namespace) -> int:
+    from datamill.bench.verify_bench import run_verify_memory_bench
+
+    sizes = [int(x) for x in args.sizes.split(",")]
+    rows = run_verify_memory_bench(sizes, args.shape, args.tokens, args.dir, args.keep)
+    print(f"verify memory bench ({args.shape}, {'with' if args.tokens else 'no'} token counts)")
+    for r in rows:
+        print(
+            f"  {r['records']:>12,} records  peak RSS {r['peak_rss_mb']:>7.1f} MB  verify {r['verify_s']:>8.2f}s"
+            f"  ({r['us_per_record']:.2f} us/record; data made in {r['made_s']:.0f}s)"
+        )
+    if len(rows) > 1:
+        print(f"  RSS largest/smallest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.3f}")
+    return 0
+
+
 def cmd_bench_verify(args: argparse.Namespace) -> int:
     from datamill.bench.verify_bench import run_verify_bench
 
@@ -115,10 +131,12 @@ def cmd_bench_dedup(args: argparse.Namespace) -> int:
             d = r[side]
             found = f"{d['rejected']:,} rejected" if "rejected" in d else f"{d['candidates']:,} candidates"
             per, rss = d["seconds"] / r["n"] * 1e6, d["peak_rss_mb"]
-            print(f"  {side:<10} {d['seconds']:>8.2f}s  {per:>6.1f} us/text  {found}  peak RSS {rss:.0f} MB")
+            print(f"  {side:<10} {d['seconds']:>8.2f}s ({d['cpu_seconds']:.2f}s CPU)  {per:>6.1f} us/text  {found}  "
+                  f"peak RSS {rss:.0f} MB")  # fmt: skip
     for side in ("memory", "bare", "datasketch"):
         if f"staged/{side}" in r:
-            print(f"  ratio staged/{side}: {r[f'staged/{side}']:.3f} (time; lower is better)")
+            print(f"  ratio staged/{side}: {r[f'staged/{side}']:.3f} wall, {r[f'staged/{side} cpu']:.3f} CPU "
+                  "(lower is better)")  # fmt: skip
     if "same_rejected" in r:
         print(f"  same rejected count staged vs memory: {r['same_rejected']}")
     return 0
@@ -297,6 +315,17 @@ def register(sub: Any) -> None:
     vp.add_argument("--file", help="measure on this JSONL file instead of generated items")
     vp.add_argument("--gates", help="YAML file of gates verify evaluates too (dashboard and safety gates cost time)")
     vp.set_defaults(fn=cmd_bench_verify)
+    vm = bsub.add_parser(
+        "verify-memory",
+        epilog="example: datamill bench verify-memory --shape text --sizes 1000000,10000000",
+        help="peak RSS of verify as the dataset grows (flat in N)",
+    )
+    vm.add_argument("--sizes", default="100000,1000000", help="records per dataset, comma-separated")
+    vm.add_argument("--shape", choices=["lambda", "text"], default="lambda", help="lambda-traces run or text JSONL")
+    vm.add_argument("--tokens", action="store_true", help="count tokens too (slow on large text)")
+    vm.add_argument("--dir", help="where to write the datasets (default: the temp dir); 10M records take ~7 GB")
+    vm.add_argument("--keep", action="store_true", help="keep the datasets")
+    vm.set_defaults(fn=cmd_bench_verify_memory)
     dp = bsub.add_parser(
         "dedup",
         epilog="example: datamill bench dedup --n 100000",
