@@ -113,3 +113,109 @@ def run_verify_bench(
         "verify_s_per_100": round(o["seconds"] / n * 100, 4),
         "bare_s_per_100": round(b["seconds"] / n * 100, 4),
     }
+
+
+def make_text_file(path: Path, n: int, seed: int = 0) -> None:
+    """``n`` text-heavy records (two narrative fields of ~150-500 characters, a title, a category)
+    as zstd JSONL: texts are drawn from a pool and prefixed with the item number, so every one is
+    distinct and lengths vary, while writing 10M of them stays fast."""
+    import zstandard
+
+    rng = random.Random(seed)
+    pool = [" ".join(rng.choice(WORDS) for _ in range(rng.randrange(20, 80))) for _ in range(4096)]
+    kinds = ["a", "b", "c", "d"]
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=1).stream_writer(raw) as out:
+        buf = []
+        for i in range(n):
+            r = rng.getrandbits(36)
+            buf.append(
+                orjson.dumps(
+                    {
+                        "sample_id": f"text:{i}:0",
+                        "kind": kinds[r & 3],
+                        "title": f"item {i} {pool[(r >> 2) & 4095][: 12 + (r >> 14) % 40]}",
+                        "persona": f"{i}. {pool[(r >> 8) & 4095]} {pool[(r >> 20) & 4095]}",
+                        "notes": f"{i}: {pool[(r >> 24) & 4095]}",
+                    }
+                )
+            )
+            if len(buf) == 4096:
+                out.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+        if buf:
+            out.write(b"\n".join(buf) + b"\n")
+
+
+def make_lambda_run(out: Path, records: int, workers: int = 2) -> int:
+    """A lambda-traces run dir of at least ``records`` records (about 8.2 a slot); its record count."""
+    import subprocess
+    import sys
+
+    slots = max(1, -(-records * 10 // 82))
+    cmd = [sys.executable, "-m", "datamill", "run", "lambda-traces", "--size", str(slots), "--out", str(out)]
+    subprocess.run([*cmd, "--workers", str(workers)], check=True, capture_output=True)
+    from datamill.store import RunDir
+
+    return sum(int(p.meta()["records"]) for p in RunDir(out).parts())
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, float, str]:
+    """(peak RSS in MB, seconds, stdout) of ``cmd`` run as a child process (``wait4``'s own rusage)."""
+    import os
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    return usage.ru_maxrss / 1024, seconds, out.decode(errors="replace")
+
+
+def run_verify_memory_bench(
+    sizes: list[int], shape: str = "lambda", tokens: bool = False, workdir: str | None = None, keep: bool = False
+) -> list[dict[str, Any]]:
+    """Peak RSS and time of ``datamill verify`` on datasets of each size (issue 23: flat in N).
+
+    ``shape``: ``lambda`` (a lambda-traces run dir) or ``text`` (text-heavy zstd JSONL).
+    """
+    import shutil
+    import sys
+
+    base = Path(tempfile.mkdtemp(prefix="datamill-bench-vmem-", dir=workdir))
+    rows = []
+    try:
+        for n in sizes:
+            target = base / (f"lt-{n}" if shape == "lambda" else f"text-{n}.jsonl.zst")
+            t0 = time.perf_counter()
+            if shape == "lambda":
+                records = make_lambda_run(target, n)
+            else:
+                make_text_file(target, n)
+                records = n
+            made = time.perf_counter() - t0
+            cmd = [sys.executable, "-m", "datamill", "verify", str(target), "--report", str(base / f"v-{n}.json")]
+            rss, seconds, out = peak_rss(cmd + ([] if tokens else ["--no-tokens"]))
+            if not (base / f"v-{n}.json").is_file():
+                raise RuntimeError(f"verify of {target} wrote no report:\n{out[-2000:]}")
+            report = orjson.loads((base / f"v-{n}.json").read_bytes())
+            rows.append(
+                {
+                    "shape": shape,
+                    "records": records,
+                    "tokens": tokens,
+                    "peak_rss_mb": round(rss, 1),
+                    "verify_s": round(seconds, 2),
+                    "us_per_record": round(seconds / records * 1e6, 2),
+                    "made_s": round(made, 1),
+                    "num_items": report["header"]["num_items"],
+                    "duplicates": report["summary"]["duplicate_sample_id_count"],
+                }
+            )
+            if not keep:
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink()
+    finally:
+        if not keep:
+            shutil.rmtree(base, ignore_errors=True)
+    return rows
