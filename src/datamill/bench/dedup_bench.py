@@ -121,8 +121,17 @@ def make_texts(n: int, words: int = 100, dup_share: float = 0.05, seed: int = 0)
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS: VmHWM, which (unlike ``ru_maxrss``) starts afresh at exec and so
+    does not inherit the size of the process that spawned it."""
     import resource
 
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -23,6 +23,7 @@ NUM_PERM = 128
 BANDS = 16
 ROWS = NUM_PERM // BANDS
 SEED = 42
+SIGN_BATCH = 4096
 
 
 # ASCII bytes: word characters ([A-Za-z0-9_]) lower-cased, every other byte a space. Splitting the
@@ -55,10 +56,12 @@ def signatures(texts: Sequence[str]) -> Any:
     import numpy as np
     from rensa import RMinHash
 
-    if not texts:
-        return np.zeros((0, NUM_PERM), dtype=np.uint32)
-    matrix = RMinHash.digest_matrix_from_token_sets([shingles(t) for t in texts], NUM_PERM, SEED)
-    return np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(texts), NUM_PERM)
+    out = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
+    for lo in range(0, len(texts), SIGN_BATCH):  # rensa hands rows back as Python ints: a batch at a time
+        chunk = texts[lo : lo + SIGN_BATCH]
+        matrix = RMinHash.digest_matrix_from_token_sets([shingles(t) for t in chunk], NUM_PERM, SEED)
+        out[lo : lo + len(chunk)] = np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(chunk), NUM_PERM)
+    return out
 
 
 def _mix(x: Any) -> Any:
