@@ -656,8 +656,12 @@ def dedup(
     rounds: int | None = None,
     dry_run: bool = False,
     window: int | None = None,
+    memory_mb: int | None = None,
 ) -> Any:
-    """Order-independent dedup of a run dir; rejected slots regenerated through the engine."""
+    """Order-independent dedup of a run dir; rejected slots regenerated through the engine.
+
+    ``memory_mb`` bounds the staged pass (exact, structural, minhash) whatever the run's size.
+    """
     from datamill.quality.dedup import dedup_run
     from datamill.store import RunDir
 
@@ -668,7 +672,7 @@ def dedup(
         raise UsageError(f"--threshold: expected a similarity in (0, 1], got {threshold}")
     return dedup_run(run_dir, method, threshold, fields or spec.get("fields"), rounds or spec.get("rounds", 3),
                      write=not dry_run, window=window, on_exhausted=spec.get("on_exhausted", "drop"),
-                     by=spec.get("by"))  # fmt: skip
+                     by=spec.get("by"), memory_mb=memory_mb)  # fmt: skip
 
 
 def report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:

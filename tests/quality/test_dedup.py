@@ -389,7 +389,8 @@ def test_datamill_dedup_killed_in_each_stage_resumes_to_the_same_outcome(
     ref, hit = tmp_path / "ref", tmp_path / "hit"
     shutil.copytree(near_run, ref)
     shutil.copytree(near_run, hit)
-    assert run_cli("dedup", str(ref), "--method", "minhash").returncode == 0
+    # The reference runs under another budget (other key ranges and batches): the same outcome.
+    assert run_cli("dedup", str(ref), "--method", "minhash", "--memory-mb", "16").returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "datamill", "dedup", str(hit), "--method", "minhash"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**cli_env(), "DATAMILL_DEDUP_PAUSE": stage}, start_new_session=True)  # fmt: skip

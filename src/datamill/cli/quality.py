@@ -54,7 +54,7 @@ def dedup_methods(text: str) -> str:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     res = api.dedup(args.dir, method=args.method, threshold=args.threshold, fields=args.field, rounds=args.rounds,
-                    dry_run=args.dry_run, window=args.window)  # fmt: skip
+                    dry_run=args.dry_run, window=args.window, memory_mb=args.memory_mb)  # fmt: skip
     print_dedup(res)
     return 0 if not res.left_rejected else 1
 
@@ -148,6 +148,11 @@ def register(sub: Any) -> None:
     sp.add_argument("--dry-run", action="store_true", help="report, rewrite nothing")
     sp.add_argument(
         "--window", type=positive, help="streaming mode: compare each record with the N before it (order-dependent)"
+    )
+    sp.add_argument(
+        "--memory-mb",
+        type=positive,
+        help="memory budget of the staged exact/structural/minhash pass (default $DATAMILL_DEDUP_MEMORY_MB or 512)",
     )
     trust_args(sp)  # regeneration runs the recipe's code again
     sp.set_defaults(fn=cmd_dedup)
