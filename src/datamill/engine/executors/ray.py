@@ -142,6 +142,11 @@ class RayExecutor(Executor):
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
         try:
             if self.address:
+                # A cluster started with token authentication (Ray's default) is joined with the
+                # token `ray start` saved; Ray reads it only when the mode says so.
+                token = Path.home() / ".ray" / "auth_token"
+                if "RAY_AUTH_MODE" not in os.environ and (token.is_file() or os.environ.get("RAY_AUTH_TOKEN")):
+                    os.environ["RAY_AUTH_MODE"] = "token"
                 ray.init(address=self.address, **quiet)
             else:
                 ray.init(
