@@ -128,7 +128,7 @@ def limiter(n: int = 2000) -> dict[str, Any]:
     ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=80 * 1024 * 1024,
              log_to_driver=False, logging_level=logging.ERROR)  # fmt: skip
     try:
-        actor = ray.remote(num_cpus=0, max_concurrency=10_000)(Coordinator).remote({0: spec}, None, {"openai|bench": 0})
+        actor = ray.remote(num_cpus=0, max_concurrency=10_000)(Coordinator).remote({0: spec}, None, {"openai|bench": 0})  # type: ignore[call-overload]
         ray.get(actor.ready.remote())
         proxy = RayRunLimits(actor)
         remote = proxy.model(0, spec, None, lambda p, c: 0.0)
