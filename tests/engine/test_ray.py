@@ -305,3 +305,19 @@ def test_llm_on_ray_holds_concurrency_and_resume_reasks_nothing(ray_head: str, f
     assert list((out / "cache" / "ranges").iterdir()) == []  # journals folded into llm.sqlite
     attempts = (out / "logs" / "attempts.jsonl").read_bytes().splitlines()
     assert len(attempts) >= 480 + 80 and not list((out / "logs" / "attempts.d").iterdir())
+
+
+def test_missing_ray_extra_says_which_to_install(tmp_path: Path) -> None:
+    # Ray hidden from the import system: the run is refused with one line, exit 2, nothing written.
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from datamill.cli.main import main\n"
+        f"sys.exit(main(['run', 'lambda-traces', '--size', '10', '--out', {str(tmp_path / 'run')!r}, "
+        "'--executor', 'ray']))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ray_env(), timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "pip install 'datamill[ray]'" in res.stderr
+    assert not (tmp_path / "run").exists()
+    res = datamill("run", "lambda-traces", "--size", "10", "--out", str(tmp_path / "x"), "--address", "127.0.0.1:1")
+    assert res.returncode == 2 and "--executor ray" in res.stderr
