@@ -277,6 +277,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"rate       {rate}")
     print(f"eta        {'done' if s.slots_remaining == 0 else fmt_duration(st.eta_s)}")
     print(f"running    {', '.join(st.running_shards) or 'no'}")
+    if st.executor:
+        print(f"executor   {st.executor} (latest invocation)")
     if st.missing:
         shown = ", ".join(f"[{a:,}, {b:,})" for a, b in st.missing[:5])
         print("missing    " + shown + (" ..." if len(st.missing) > 5 else ""))

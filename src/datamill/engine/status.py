@@ -26,6 +26,7 @@ class Status:
     records_per_s: float | None = None
     eta_s: float | None = None
     last_stop: str | None = None
+    executor: str | None = None  # what ran the latest invocation: "local" or "ray"
     missing: list[tuple[int, int]] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     budget: list[dict[str, Any]] = field(default_factory=list)
@@ -44,6 +45,7 @@ class Status:
             records_per_s=self.records_per_s,
             eta_s=self.eta_s,
             last_stop=self.last_stop,
+            executor=self.executor,
             missing=[list(g) for g in self.missing],
             damaged=self.damaged,
             budget=self.budget,
@@ -127,6 +129,7 @@ def run_status(path: str | Path) -> Status:
     for ev in rd.events():
         key, kind = str(ev.get("shard")), ev.get("event")
         if kind == "start":
+            status.executor = ev.get("executor", "local")
             t = _ts(ev["ts"])
             window[key] = [t, t, 0, 0]
         elif kind == "part" and key in window:
