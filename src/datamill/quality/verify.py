@@ -315,7 +315,7 @@ def verify(
                             if len(mc) > MAX_CATEGORIES:
                                 maybe_cats[key] = None
                                 f.cat = False
-            if len(pend_texts) >= TOKEN_BATCH:
+            if len(pend_texts) >= TOKEN_BATCH or not n % TOKEN_BATCH:  # a batch of texts, or of records
                 flush()
         flush()
         flush()  # waits for the last batch
