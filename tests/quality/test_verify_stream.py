@@ -174,3 +174,24 @@ def test_report_after_verify_opens_no_part(run_cli, tmp_path: Path) -> None:
     # Without a verify report, report makes one (one pass) rather than fail.
     (out / "reports" / "verify.json").unlink()
     assert run_cli("report", str(out)).returncode == 0
+
+
+def test_the_gates_process_is_stopped_when_verify_fails_midway(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from datamill.errors import InputError
+    from datamill.recipe.model import GateSpec
+
+    path = tmp_path / "items.jsonl"
+    lines = [orjson.dumps({"sample_id": f"s:{i}", "move": f"m{i % 7}", "text": "a b c d"}) for i in range(5000)]
+    path.write_bytes(b"\n".join([*lines, b"{not json"]) + b"\n")
+    gates = [GateSpec.model_validate({"dashboard": "opening_entropy", "field": "move"})]
+    with pytest.raises(InputError, match="line 5001 is not JSON"):
+        datamill.verify(path, gates=gates, count_tokens=False)
+    assert multiprocessing.active_children() == []
+    # The same gates on the good lines: the forked board's reading comes back.
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = datamill.verify(path, gates=gates, count_tokens=False)
+    (row,) = report["summary"]["dashboard"]
+    assert row["value"] == pytest.approx(2.807, abs=0.001)  # log2(7): seven equally likely moves, rounded
+    assert multiprocessing.active_children() == []
