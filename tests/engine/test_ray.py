@@ -321,3 +321,41 @@ def test_missing_ray_extra_says_which_to_install(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
     res = datamill("run", "lambda-traces", "--size", "10", "--out", str(tmp_path / "x"), "--address", "127.0.0.1:1")
     assert res.returncode == 2 and "--executor ray" in res.stderr
+
+
+PRICED = {"price_prompt_per_1k": 1.0, "price_completion_per_1k": 1.0}
+
+
+def server_cost(srv) -> float:
+    """What the server billed, from its own usage counts, at $1 per 1K tokens of either kind."""
+    st = srv.stats()
+    return (st["prompt_tokens"] + st["completion_tokens"]) / 1000.0
+
+
+@pytest.mark.scale
+def test_budget_and_rpm_hold_across_ray_tasks_and_executors(ray_head: str, fake_server, tmp_path: Path) -> None:
+    srv = fake_server("--latency-ms", "20")
+    recipe = tmp_path / "b.yaml"
+    recipe.write_text(llm_recipe(srv.base_url, size=2000, part_size=100, model={**PRICED, "max_cost_usd": 0.5}))
+    out = tmp_path / "run"
+    ray = ("run", str(recipe), "--out", str(out), "--executor", "ray", "--address", ray_head, "--workers", "2")
+    for args in (ray, ray, ("run", str(recipe), "--out", str(out), "--workers", "2")):
+        res = datamill(*args, "--progress", "none")
+        assert res.returncode == 1 and "cost budget spent" in res.stdout, res.stdout + res.stderr
+        assert 0 < server_cost(srv) <= 0.5, srv.stats()  # one budget: tasks, invocations, executors
+    st = orjson.loads(datamill("status", str(out), "--json").stdout)
+    assert 0 < st["budget"][0]["spent_usd"] <= 0.5
+    # rpm 1200 = 20/s with one second of burst: 160 requests need >= 7 s run-wide, whatever the tasks.
+    srv2 = fake_server()
+    rpm = tmp_path / "rpm.yaml"
+    rpm.write_text(llm_recipe(srv2.base_url, size=160, part_size=20, model={"rpm": 1200}))
+    out2 = tmp_path / "rpm"
+    res = datamill("run", str(rpm), "--out", str(out2), "--executor", "ray", "--address", ray_head, "--workers", "2",
+                   "--progress", "none")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    import datetime as dt
+
+    stamps = sorted(dt.datetime.fromisoformat(orjson.loads(x)["ts"].replace("Z", "+00:00")).timestamp()
+                    for x in (out2 / "logs" / "attempts.jsonl").read_bytes().splitlines())  # fmt: skip
+    assert len(stamps) == 160 and srv2.stats()["requests"] == 160
+    assert stamps[-1] - stamps[0] >= 7.0 * 0.9, stamps[-1] - stamps[0]

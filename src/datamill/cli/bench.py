@@ -435,6 +435,6 @@ def cmd_bench_ray(args: argparse.Namespace) -> int:
             m = n[mode]
             print(f"{n['nodes']} nodes, cache as {mode}: {m['parts_committed']} parts in {m['wall_s']}s, commit p50 "
                   f"{m['commit_ms_p50']} ms p99 {m['commit_ms_p99']} ms; {m['cache_puts_per_s']:,} cache puts/s, "
-                  f"{m['cache_errors']} errors")  # fmt: skip
+                  f"{m['cache_errors']} errors, worst put {m['cache_worst_put_ms']} ms")  # fmt: skip
     write_json(args.json, r)
     return 0
