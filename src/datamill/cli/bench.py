@@ -408,9 +408,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_bench_ray(args: argparse.Namespace) -> int:
-    from datamill.engine.executors.ray import import_ray
-
-    import_ray()  # a missing extra: one line naming it
     from datamill.bench.ray_bench import run_ray_bench
 
     workers = [int(w) for w in args.workers.split(",")]
