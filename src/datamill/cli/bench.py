@@ -399,7 +399,7 @@ def register(sub: Any) -> None:
     )
     rsp.add_argument("--size", type=positive, default=20_000, help="lambda-traces slots (about 8 records each)")
     rsp.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
-    rsp.add_argument("--repeat", type=positive, default=1, help="best of this many runs per point")
+    rsp.add_argument("--repeat", type=positive, default=1, help="rounds (local and Ray alternate); the median is shown")
     rsp.add_argument(
         "--nodes", type=non_negative, default=100, help="simulated nodes committing into one dir (0: skip)"
     )
@@ -417,7 +417,8 @@ def cmd_bench_ray(args: argparse.Namespace) -> int:
     for row in s["rows"]:
         print(f"  {row['executor']:<6} {row['workers']} workers  {row['records']:>10,} records  "
               f"wall {row['wall_s']:>7.2f}s {row['records_per_s_wall']:>9,}/s  "
-              f"run {row['run_s']:>7.2f}s {row['records_per_s_run'] or 0:>9,}/s")  # fmt: skip
+              f"run {row['run_s']:>7.2f}s {row['records_per_s_run'] or 0:>9,}/s  (wall each round: "
+              f"{', '.join(f'{x}s' for x in row['wall_samples'])})")  # fmt: skip
     for w, ratio in s["ray_over_local"].items():
         print(f"  ray/local at {w} workers: {ratio['wall']} (wall), {ratio['run']} (run); output identical")
     lim = r["limiter"]
