@@ -87,7 +87,8 @@ def run_task(job: RangeJob, rng: SlotRange, coordinator: Any, token: str, llm: b
     run_dir = RunDir(job.run_dir)
     stem = part_stem(rng.start, rng.end)
     meta = run_dir.parts_dir / f"{stem}.meta.json"
-    if meta.is_file():
+    data = [run_dir.parts_dir / f"{stem}{ext}" for ext in (".jsonl", ".jsonl.zst", ".parquet")]
+    if meta.is_file() and any(p.is_file() for p in data):
         # An earlier attempt committed and died before it could say so: the part stands.
         import orjson
 
