@@ -159,18 +159,36 @@ def make_lambda_run(out: Path, records: int, workers: int = 2) -> int:
     return sum(int(p.meta()["records"]) for p in RunDir(out).parts())
 
 
-def peak_rss(cmd: list[str]) -> tuple[float, float, str]:
-    """(peak RSS in MB, seconds, stdout) of ``cmd`` run as a child process (``wait4``'s own rusage)."""
-    import os
+_HWM = (
+    "import atexit, sys\n"
+    "def hwm():\n"
+    "    kb = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+    "    print(f'DATAMILL_VMHWM_KB {kb}', file=sys.stderr, flush=True)\n"
+    "atexit.register(hwm)\n"
+    "from datamill.cli.main import entry\n"
+    "sys.argv[0] = 'datamill'\n"
+    "entry()\n"
+)
+
+
+def peak_rss(args: list[str]) -> tuple[float, float, str]:
+    """(peak RSS in MB, seconds, output) of ``datamill ARGS`` in a fresh process.
+
+    The peak is the process's own VmHWM, printed as it exits: the ``ru_maxrss`` a parent reads
+    after ``wait`` starts from the parent's own size at the fork (Linux keeps the larger of the
+    two across ``exec``), so a large parent (pytest) would hide the measured process's peak.
+    """
     import subprocess
+    import sys
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    res = subprocess.run([sys.executable, "-c", _HWM, *args], capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    return usage.ru_maxrss / 1024, seconds, out.decode(errors="replace")
+    out = res.stdout + res.stderr
+    marks = [line for line in res.stderr.splitlines() if line.startswith("DATAMILL_VMHWM_KB ")]
+    if not marks:
+        raise RuntimeError(f"datamill {' '.join(args)}: no peak RSS reported (exit {res.returncode}):\n{out[-2000:]}")
+    return int(marks[-1].split()[1]) / 1024, seconds, out
 
 
 def run_verify_memory_bench(
@@ -181,7 +199,6 @@ def run_verify_memory_bench(
     ``shape``: ``lambda`` (a lambda-traces run dir) or ``text`` (text-heavy zstd JSONL).
     """
     import shutil
-    import sys
 
     base = Path(tempfile.mkdtemp(prefix="datamill-bench-vmem-", dir=workdir))
     rows = []
@@ -195,7 +212,7 @@ def run_verify_memory_bench(
                 make_text_file(target, n)
                 records = n
             made = time.perf_counter() - t0
-            cmd = [sys.executable, "-m", "datamill", "verify", str(target), "--report", str(base / f"v-{n}.json")]
+            cmd = ["verify", str(target), "--report", str(base / f"v-{n}.json")]
             rss, seconds, out = peak_rss(cmd + ([] if tokens else ["--no-tokens"]))
             if not (base / f"v-{n}.json").is_file():
                 raise RuntimeError(f"verify of {target} wrote no report:\n{out[-2000:]}")

@@ -6,13 +6,13 @@
 - :class:`CappedCounter`: category counts, with every value past ``cap`` distinct ones counted
   under :data:`OTHER`.
 - :class:`DuplicateIds`: ids seen more than once, without holding the ids. Each id's 64-bit hash
-  and its ordinal go to a buffer of fixed size; a full buffer is sorted and spilled to a temporary
-  file. At the end the spilled runs are read back one hash range at a time (:data:`RANGES` ranges,
-  so the merge holds about N / RANGES entries), and equal hashes are only *candidates*. The ids of
-  candidates are compared for real in a second pass over the source, which runs only when there
-  are candidates: a hash collision never names a duplicate (no false positives), and a dataset
-  without duplicates is read once. Memory: the buffer (16 bytes an entry) plus, in the second pass,
-  one entry per duplicated id.
+  goes to a buffer of fixed size (:data:`SPILL_AT`); a full buffer is sorted in place and spilled
+  to a temporary file. At the end the spilled runs are read back one hash range at a time
+  (:data:`RANGES` ranges, so the merge holds about N / RANGES entries), and equal hashes are only
+  *candidates*. The ids of candidates are compared for real in a second pass over the source,
+  which runs only when there are candidates: a hash collision never names a duplicate (no false
+  positives), and a dataset without duplicates is read once. Memory: the buffer (8 bytes an
+  entry, 2 MiB), plus one entry per duplicated id in the second pass.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 OTHER = "(other)"
-SPILL_AT = 1 << 20  # ids per sorted run: 16 MiB of hashes and ordinals
+SPILL_AT = 1 << 18  # ids per sorted run: 2 MiB of hashes, sorted in place
 RANGES = 256  # hash ranges merged one at a time at the end
 
 
@@ -105,19 +105,23 @@ class DuplicateIds:
             self._spill()
 
     def _spill(self) -> None:
-        h = np.sort(np.frombuffer(self.hashes, dtype=np.int64))
+        h = np.frombuffer(self.hashes, dtype=np.int64)  # a view: sorted in place, no copy
+        h.sort()
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="datamill-ids-")
         path = os.path.join(self._dir.name, f"run-{len(self.runs):05d}.i64")
         h.tofile(path)
         self.runs.append((path, np.append(np.searchsorted(h, _STARTS), len(h))))
+        del h  # the view goes before the buffer it holds
         self.hashes = array("q")
 
     def candidate_hashes(self) -> np.ndarray:
         """The hashes held by two ids or more (sorted, distinct): every duplicate, and rare collisions."""
         try:
             if not self.runs:
-                return _repeated(np.sort(np.frombuffer(self.hashes, dtype=np.int64)))
+                h = np.frombuffer(self.hashes, dtype=np.int64)
+                h.sort()
+                return _repeated(h)
             if len(self.hashes):
                 self._spill()
             found = []
