@@ -21,7 +21,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import re
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -35,15 +34,8 @@ from typing import Any
 import orjson
 
 
-def _cpu_children() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def _run(args: list[str], env: dict[str, str]) -> tuple[float, float, int, float]:
-    """``datamill run ARGS``: (wall seconds, the run's own seconds, records, CPU seconds of the
-    command and everything it started and reaped: pool workers, or Ray's daemons and workers)."""
-    cpu0 = _cpu_children()
+def _run(args: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """``datamill run ARGS``: (wall seconds, the run's own seconds, records)."""
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "datamill", "run", *args, "--progress", "none"], capture_output=True,
                          text=True, env=env)  # fmt: skip
@@ -52,7 +44,7 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, float, int, float
         raise RuntimeError(f"datamill run {' '.join(args)} failed: {res.stderr.strip()[-500:]}")
     m = re.search(r"([\d,]+) records in ([\d.]+)s", res.stdout)
     assert m is not None, res.stdout
-    return wall, float(m.group(2)), int(m.group(1).replace(",", "")), _cpu_children() - cpu0
+    return wall, float(m.group(2)), int(m.group(1).replace(",", ""))
 
 
 def _hashes(out: Path) -> list[str]:
@@ -66,7 +58,7 @@ def scaling(size: int, workers: list[int], repeat: int = 1) -> dict[str, Any]:
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback instance of the benchmark's own
     tmp = Path(tempfile.mkdtemp(prefix="datamill-bench-ray-"))
-    samples: dict[tuple[str, int], list[tuple[float, float, int, float]]] = {}
+    samples: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
     reference: list[str] | None = None
     try:
         for _ in range(repeat):
@@ -88,9 +80,7 @@ def scaling(size: int, workers: list[int], repeat: int = 1) -> dict[str, Any]:
         wall = statistics.median(g[0] for g in got)
         run_s = statistics.median(g[1] for g in got)
         records = got[0][2]
-        cpu = statistics.median(g[3] for g in got)
         rows.append({"executor": executor, "workers": w, "records": records, "wall_s": round(wall, 2),
-                     "cpu_s": round(cpu, 2), "records_per_cpu_s": round(records / cpu) if cpu else None,
                      "run_s": round(run_s, 2), "records_per_s_wall": round(records / wall),
                      "records_per_s_run": round(records / run_s) if run_s else None,
                      "wall_samples": [round(g[0], 2) for g in got]})  # fmt: skip
@@ -99,7 +89,6 @@ def scaling(size: int, workers: list[int], repeat: int = 1) -> dict[str, Any]:
         str(w): {
             "wall": round(by[("local", w)]["wall_s"] / by[("ray", w)]["wall_s"], 3),
             "run": round(by[("local", w)]["run_s"] / by[("ray", w)]["run_s"], 3) if by[("ray", w)]["run_s"] else None,
-            "cpu": round(by[("local", w)]["cpu_s"] / by[("ray", w)]["cpu_s"], 3) if by[("ray", w)]["cpu_s"] else None,
         }
         for w in workers
     }
