@@ -205,6 +205,87 @@ def side_datasketch(n: int, collapse: int = 0) -> dict[str, Any]:
             "peak_rss_mb": _peak_mb()}  # fmt: skip
 
 
+SEMANTIC_PLANT_EVERY = 20
+
+
+def semantic_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` sentences of 12-24 real words (the MiniLM WordPiece vocabulary's whole words); every
+    20th copies an earlier text with one or two small edits (a word replaced, two swapped, one
+    dropped, a capital letter; other end punctuation): paraphrase-like near-duplicates, most of
+    them at cosine 0.9-0.99, some below the 0.9 threshold."""
+    from datamill.tokenize import default_tokenizer_path
+
+    with open(default_tokenizer_path().parent / "vocab.txt", encoding="utf-8") as f:
+        vocab = [w.strip() for w in f]
+    words = [w for w in vocab[2000:] if w.isalpha() and len(w) >= 3]
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for i in range(n):
+        if i % SEMANTIC_PLANT_EVERY == SEMANTIC_PLANT_EVERY - 1:
+            w = texts[rng.randrange(i)].rstrip(".!").split()
+            for _ in range(rng.randint(1, 2)):
+                kind = rng.randrange(4)
+                if kind == 0:
+                    w[rng.randrange(len(w))] = rng.choice(words)
+                elif kind == 1:
+                    j = rng.randrange(len(w) - 1)
+                    w[j], w[j + 1] = w[j + 1], w[j]
+                elif kind == 2 and len(w) > 3:
+                    del w[rng.randrange(len(w))]
+                else:
+                    w[0] = w[0].capitalize()
+            texts.append(" ".join(w) + rng.choice([".", "!", "", " ."]))
+        else:
+            texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(12, 24))) + ".")
+    return texts
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def side_semantic(n: int, root: str, exact: bool) -> dict[str, Any]:
+    """Semantic pairs of :func:`semantic_texts` (clustered, or ``exact`` all-pairs in memory),
+    saved to ``root``; time, and peak RSS over the texts and model alone (``before_mb``)."""
+    import numpy as np
+
+    from datamill.quality.dedup.semantic import Semantic, all_pairs
+
+    texts = semantic_texts(n)
+    m = Semantic(0.9, exact_max=0)
+    m.embed(texts[:10])
+    before = _rss_mb()
+    t0, c0 = time.perf_counter(), _cpu()
+    found = all_pairs(m.embed(texts), m.threshold) if exact else m.pairs(texts)
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    np.save(Path(root) / ("exact.npy" if exact else "clustered.npy"), np.array(found, dtype=np.int64).reshape(-1, 2))
+    return {"seconds": seconds, "cpu_seconds": cpu, "pairs": len(found), "before_mb": before,
+            "peak_rss_mb": _peak_mb()}  # fmt: skip
+
+
+def run_semantic_bench(n: int, *, exact: bool = True, timeout_s: float | None = None) -> dict[str, Any]:
+    """Clustered semantic dedup of ``n`` texts in a fresh process (time, peak RSS) and, with
+    ``exact``, exact all-pairs in another: the clustered path's recall of the exact pairs."""
+    import numpy as np
+
+    out: dict[str, Any] = {"n": n}
+    with tempfile.TemporaryDirectory(prefix="datamill-semantic-bench-") as root:
+        for side in ("clustered", "exact") if exact else ("clustered",):
+            args = [sys.executable, "-m", "datamill.bench.dedup_bench", "semantic", str(n), root, side]
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"dedup bench side semantic {side} failed: {proc.stderr[-2000:]}")
+            out[side] = json.loads(proc.stdout.splitlines()[-1])
+        if exact:
+            got = {tuple(p) for p in np.load(Path(root) / "clustered.npy").tolist()}
+            want = {tuple(p) for p in np.load(Path(root) / "exact.npy").tolist()}
+            out["recall"] = len(got & want) / max(1, len(want))
+            out["extra"] = len(got - want)
+    out["embeddings_mb"] = n * 384 * 4 / 2**20
+    return out
+
+
 SIDES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "memory": side_memory,
     "bare": side_bare,
@@ -263,6 +344,9 @@ def run_dedup_bench(n: int, repeat: int = 1, *, memory_mb: int = 512, memory_pat
 
 
 def main(argv: list[str]) -> None:
+    if argv[0] == "semantic":
+        print(json.dumps(side_semantic(int(argv[1]), argv[2], argv[3] == "exact")))
+        return
     side, n, collapse = argv[0], int(argv[1]), int(argv[2])
     res = side_staged(n, argv[3], int(argv[4]), collapse) if side == "staged" else SIDES[side](n, collapse)
     print(json.dumps(res))

@@ -20,6 +20,7 @@ order.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,8 @@ ITERATIONS = 5  # Lloyd iterations
 PROBES = 3  # each row is also compared with the rows of its next nearest cluster(s)
 SEED = 42
 BATCH = 4_096  # texts embedded per batch
-CHUNK = 4_096  # rows per matrix-product / k-means chunk
+CHUNK = 2_048  # rows per k-means chunk and per side of a within-cluster product
+BLOCK = 2**23  # all-pairs: similarities computed at once (32 MB of float32)
 
 
 def _matrix(path: Path) -> Any:
@@ -58,20 +60,22 @@ def _above(a: Any, b: Any, threshold: float, upper: bool) -> tuple[Any, Any]:
     """Row and column indices where ``a @ b.T >= threshold`` (``upper``: only column > row)."""
     import numpy as np
 
-    sims = a @ b.T
+    rows, cols = np.nonzero(a @ b.T >= threshold)
     if upper:
-        sims[np.tril_indices(len(a), 0, len(b))] = -2.0
-    rows, cols = np.nonzero(sims >= threshold)
+        keep = cols > rows
+        rows, cols = rows[keep], cols[keep]
     return rows, cols
 
 
-def all_pairs(vecs: Any, threshold: float, chunk: int = CHUNK) -> list[tuple[int, int]]:
-    """Every pair ``(i, j)``, ``i < j``, of unit rows with cosine >= ``threshold`` (chunked rows)."""
+def all_pairs(vecs: Any, threshold: float, block: int = BLOCK) -> list[tuple[int, int]]:
+    """Every pair ``(i, j)``, ``i < j``, of unit rows with cosine >= ``threshold``, compared in
+    row chunks of at most ``block`` similarities."""
     import numpy as np
 
     out: list[Any] = []
-    for lo in range(0, len(vecs), chunk):
-        a = np.asarray(vecs[lo : lo + chunk])
+    step = max(1, block // max(1, len(vecs)))
+    for lo in range(0, len(vecs), step):
+        a = np.asarray(vecs[lo : lo + step])
         r, c = _above(a, np.asarray(vecs[lo:]), threshold, True)
         out.append(np.stack([r + lo, c + lo], axis=1))
     return _as_pairs(out)
@@ -148,14 +152,20 @@ class Semantic:
         return out / np.maximum(norms, 1e-12)
 
     def embed_to(self, texts: Sequence[str], path: str | Path) -> Any:
-        """Embed ``texts`` in batches into the ``.npy`` file ``path``; the file, memory-mapped read-only."""
+        """Embed ``texts`` in batches into the ``.npy`` file ``path``; the file, memory-mapped read-only.
+
+        Batches are written with plain file writes, not through a writable map, whose dirty
+        pages would stay in this process's RSS until the end.
+        """
         import numpy as np
 
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), self.dim))
-        for lo in range(0, len(texts), self.batch):
-            out[lo : lo + self.batch] = self.embed(texts[lo : lo + self.batch])
-            out.flush()
-        del out
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), self.dim))
+        offset = header.offset
+        del header
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            for lo in range(0, len(texts), self.batch):
+                f.write(np.ascontiguousarray(self.embed(texts[lo : lo + self.batch]), dtype="<f4").tobytes())
         return np.load(path, mmap_mode="r")
 
     def pairs(self, texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -163,7 +173,7 @@ class Semantic:
         order = sorted(range(len(texts)), key=texts.__getitem__)  # content order: arrival cannot matter
         ordered = [texts[i] for i in order]
         if len(texts) <= self.exact_max:
-            found = all_pairs(self.embed(ordered), self.threshold, self.chunk)
+            found = all_pairs(self.embed(ordered), self.threshold)
         elif self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             found = self.clustered_pairs(ordered, self.workdir / "embeddings.npy")
@@ -177,7 +187,9 @@ class Semantic:
 
         Each row belongs to its nearest centroid and is also compared, as a guest, with the rows
         of its next ``probes - 1`` nearest: a pair is found when either row's own cluster is among
-        the other's ``probes`` nearest.
+        the other's ``probes`` nearest. The rows are first copied, cluster by cluster (own rows,
+        then guests), to ``grouped.npy`` beside ``path``, so each cluster is read as one
+        contiguous range instead of rows scattered over the file.
         """
         import numpy as np
 
@@ -185,23 +197,49 @@ class Semantic:
         n = len(texts)
         self.embed_to(texts, path)  # the map it returns is dropped: read back through short-lived maps
         top = self.kmeans(path, n)
-        k = int(top.max()) + 1
-        own = _groups(top[:, 0], np.arange(n), k)
-        guests = _groups(top[:, 1:].ravel(), np.repeat(np.arange(n), top.shape[1] - 1), k)
+        k, probes = int(top.max()) + 1, top.shape[1]
+        # Memberships (cluster, guest?, row), sorted: each cluster's own rows, then its guests.
+        cluster = top.T.ravel()
+        guest = np.repeat(np.arange(probes) > 0, n)
+        row = np.tile(np.arange(n, dtype=np.int64), probes)
+        order = np.lexsort((row, guest, cluster))
+        rows = row[order]
+        starts = np.searchsorted(cluster[order] * 2 + guest[order], np.arange(2 * k + 1))
+        grouped = path.with_name("grouped.npy")
+        self._scatter(path, grouped, order, n)
         out: list[Any] = []
-        for members, extra in zip(own, guests, strict=True):
-            for lo in range(0, len(members), self.chunk):
-                rows = members[lo : lo + self.chunk]
-                with _mapped(path) as vecs:
-                    a = np.asarray(vecs[rows])
-                    # Own rows from this chunk on (upper triangle in the first block), then guests.
-                    for others, upper in ((members[lo:], True), (extra, False)):
-                        for clo in range(0, len(others), self.chunk):
-                            cols = others[clo : clo + self.chunk]
-                            r, c = _above(a, np.asarray(vecs[cols]), self.threshold, upper and clo == 0)
-                            out.append(np.stack([rows[r], cols[c]], axis=1))
+        for c in range(k):
+            own, end = (int(starts[2 * c]), int(starts[2 * c + 1])), int(starts[2 * c + 2])
+            for lo in range(own[0], own[1], self.chunk):
+                hi = min(own[1], lo + self.chunk)
+                a = _read(grouped, lo, hi)
+                # Own rows from this chunk on (upper triangle in the first block), then guests.
+                for clo in range(lo, end, self.chunk):
+                    chi = min(end, clo + self.chunk)
+                    r, cc = _above(a, _read(grouped, clo, chi), self.threshold, clo == lo)
+                    out.append(np.stack([rows[lo + r], rows[clo + cc]], axis=1))
         found = _as_pairs([np.sort(p, axis=1) for p in out])
         return [(a, b) for a, b in found if a != b]
+
+    def _scatter(self, path: Path, grouped: Path, order: Any, n: int) -> None:
+        """Write membership ``i`` (row ``order[i] % n`` of ``path``) as row ``i`` of ``grouped``,
+        reading ``path`` in chunks and writing with ``pwrite`` (no writable map in RSS)."""
+        import numpy as np
+
+        header = np.lib.format.open_memmap(grouped, mode="w+", dtype=np.float32, shape=(len(order), self.dim))
+        offset, size = header.offset, self.dim * 4
+        del header
+        dest = np.empty(len(order), dtype=np.int64)
+        dest[order] = np.arange(len(order))
+        fd = os.open(grouped, os.O_WRONLY)
+        try:
+            for lo, x in _chunks(path, n, self.chunk):
+                for p in range(len(order) // n):
+                    at = dest[p * n + lo : p * n + lo + len(x)]
+                    for i, d in enumerate(at.tolist()):
+                        os.pwrite(fd, x[i].tobytes(), offset + d * size)
+        finally:
+            os.close(fd)
 
     def kmeans(self, path: str | Path, n: int) -> Any:
         """Spherical k-means over the embeddings file: each row's ``probes`` nearest centroids,
@@ -215,8 +253,12 @@ class Semantic:
         k = max(1, -(-n // self.per_cluster))
         probes = min(self.probes, k)
         seeds = np.sort(np.random.default_rng(SEED).choice(n, size=k, replace=False))
-        with _mapped(path) as vecs:
-            cent = np.array(vecs[seeds], dtype=np.float32)
+        # Seeds are picked up in a sequential pass: a row touched at random through a map brings
+        # its whole page-cache folio (up to megabytes on ext4) into RSS.
+        cent = np.zeros((k, self.dim), dtype=np.float32)
+        for lo, x in _chunks(path, n, self.chunk):
+            a, b = np.searchsorted(seeds, [lo, lo + len(x)])
+            cent[a:b] = x[seeds[a:b] - lo]
         for _ in range(self.iterations):
             sums = np.zeros_like(cent)
             for _lo, x in _chunks(path, n, self.chunk):
@@ -232,18 +274,9 @@ class Semantic:
         return top
 
 
-def _groups(cluster: Any, rows: Any, k: int) -> list[Any]:
-    """``rows`` split by ``cluster`` (0..k-1), each group sorted."""
-    import numpy as np
-
-    order = np.lexsort((rows, cluster))
-    bounds = np.searchsorted(cluster[order], np.arange(1, k))
-    return [rows[g] for g in np.split(order, bounds)]
-
-
 class _mapped:
-    """The embeddings file mapped for one chunk: unmapped on exit, so its pages leave this
-    process's RSS (they stay in the page cache)."""
+    """The embeddings file mapped for one chunk, read only in contiguous row ranges: unmapped on
+    exit, so its pages leave this process's RSS (they stay in the page cache)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = path
@@ -256,6 +289,14 @@ class _mapped:
 
     def __exit__(self, *exc: object) -> None:
         del self.arr  # the last reference: numpy unmaps the file
+
+
+def _read(path: str | Path, lo: int, hi: int) -> Any:
+    """Rows ``[lo, hi)`` of a ``.npy`` file, copied out of a map dropped at once."""
+    import numpy as np
+
+    with _mapped(path) as vecs:
+        return np.array(vecs[lo:hi])
 
 
 def _chunks(path: str | Path, n: int, chunk: int) -> Iterator[tuple[int, Any]]:
