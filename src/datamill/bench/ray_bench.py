@@ -34,17 +34,48 @@ from typing import Any
 import orjson
 
 
-def _run(args: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """``datamill run ARGS``: (wall seconds, the run's own seconds, records)."""
+def _tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Record the CPU seconds (user + system) of ``root`` and every live descendant in ``seen``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, frontier = {root}, {root}
+    while frontier:
+        frontier = {p for p, (pp, _) in stats.items() if pp in frontier and p not in tree}
+        tree |= frontier
+    for pid in tree:
+        if pid in stats:
+            seen[pid] = max(seen.get(pid, 0.0), stats[pid][1])
+
+
+def _run(args: list[str], env: dict[str, str]) -> tuple[float, float, int, float]:
+    """``datamill run ARGS``: (wall seconds, the run's own seconds, records, CPU seconds).
+
+    CPU is summed over the command's whole process tree (pool workers; or Ray's daemons and
+    workers), sampled every 0.2 s: a load-independent measure of what each executor costs. Wall
+    time under load is not: Ray's workers each start a session of their own, and with the kernel's
+    autogroup scheduling every session gets an equal share, so against other work Ray's workers get
+    more of the CPU than a local pool in one session."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "datamill", "run", *args, "--progress", "none"], capture_output=True,
-                         text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "datamill", "run", *args, "--progress", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    cpu: dict[int, float] = {}
+    while proc.poll() is None:
+        _tree_cpu(proc.pid, cpu)
+        time.sleep(0.2)
+    out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise RuntimeError(f"datamill run {' '.join(args)} failed: {res.stderr.strip()[-500:]}")
-    m = re.search(r"([\d,]+) records in ([\d.]+)s", res.stdout)
-    assert m is not None, res.stdout
-    return wall, float(m.group(2)), int(m.group(1).replace(",", ""))
+    if proc.returncode != 0:
+        raise RuntimeError(f"datamill run {' '.join(args)} failed: {err.strip()[-500:]}")
+    m = re.search(r"([\d,]+) records in ([\d.]+)s", out)
+    assert m is not None, out
+    return wall, float(m.group(2)), int(m.group(1).replace(",", "")), sum(cpu.values())
 
 
 def _hashes(out: Path) -> list[str]:
@@ -58,7 +89,7 @@ def scaling(size: int, workers: list[int], repeat: int = 1) -> dict[str, Any]:
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback instance of the benchmark's own
     tmp = Path(tempfile.mkdtemp(prefix="datamill-bench-ray-"))
-    samples: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+    samples: dict[tuple[str, int], list[tuple[float, float, int, float]]] = {}
     reference: list[str] | None = None
     try:
         for _ in range(repeat):
@@ -80,7 +111,9 @@ def scaling(size: int, workers: list[int], repeat: int = 1) -> dict[str, Any]:
         wall = statistics.median(g[0] for g in got)
         run_s = statistics.median(g[1] for g in got)
         records = got[0][2]
+        cpu = statistics.median(g[3] for g in got)
         rows.append({"executor": executor, "workers": w, "records": records, "wall_s": round(wall, 2),
+                     "cpu_s": round(cpu, 2), "records_per_cpu_s": round(records / cpu) if cpu else None,
                      "run_s": round(run_s, 2), "records_per_s_wall": round(records / wall),
                      "records_per_s_run": round(records / run_s) if run_s else None,
                      "wall_samples": [round(g[0], 2) for g in got]})  # fmt: skip
@@ -89,6 +122,7 @@ def scaling(size: int, workers: list[int], repeat: int = 1) -> dict[str, Any]:
         str(w): {
             "wall": round(by[("local", w)]["wall_s"] / by[("ray", w)]["wall_s"], 3),
             "run": round(by[("local", w)]["run_s"] / by[("ray", w)]["run_s"], 3) if by[("ray", w)]["run_s"] else None,
+            "cpu": round(by[("local", w)]["cpu_s"] / by[("ray", w)]["cpu_s"], 3) if by[("ray", w)]["cpu_s"] else None,
         }
         for w in workers
     }

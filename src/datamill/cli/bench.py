@@ -417,10 +417,12 @@ def cmd_bench_ray(args: argparse.Namespace) -> int:
     for row in s["rows"]:
         print(f"  {row['executor']:<6} {row['workers']} workers  {row['records']:>10,} records  "
               f"wall {row['wall_s']:>7.2f}s {row['records_per_s_wall']:>9,}/s  "
-              f"run {row['run_s']:>7.2f}s {row['records_per_s_run'] or 0:>9,}/s  (wall each round: "
+              f"run {row['run_s']:>7.2f}s {row['records_per_s_run'] or 0:>9,}/s  cpu {row['cpu_s']:>7.2f}s  "
+              f"(wall each round: "
               f"{', '.join(f'{x}s' for x in row['wall_samples'])})")  # fmt: skip
     for w, ratio in s["ray_over_local"].items():
-        print(f"  ray/local at {w} workers: {ratio['wall']} (wall), {ratio['run']} (run); output identical")
+        print(f"  ray/local at {w} workers: {ratio['wall']} (wall), {ratio['run']} (run), {ratio['cpu']} (cpu: "
+              "records per CPU-second of the whole process tree); output identical")  # fmt: skip
     lim = r["limiter"]
     print(f"limiter: {lim['local_us_per_request']} us/request shared memory, {lim['ray_us_per_request']} us on the "
           f"Ray actor; actor ceiling {lim['actor_calls_per_s']:,} calls/s")  # fmt: skip
