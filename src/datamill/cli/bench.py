@@ -119,8 +119,20 @@ def cmd_bench_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_dedup(args: argparse.Namespace) -> int:
-    from datamill.bench.dedup_bench import run_dedup_bench
+    from datamill.bench.dedup_bench import run_dedup_bench, run_semantic_bench
 
+    if args.method == "semantic":
+        sr = run_semantic_bench(args.n, exact=not args.staged_only)
+        print(f"semantic dedup bench: {sr['n']:,} texts of 12-24 words (5% planted edits), cosine 0.9, "
+              f"clustered path (embeddings {sr['embeddings_mb']:.0f} MB on disk)")  # fmt: skip
+        for side in ("clustered", "exact"):
+            if side in sr:
+                d = sr[side]
+                print(f"  {side:<10} {d['seconds']:>8.2f}s ({d['cpu_seconds']:.2f}s CPU)  {d['pairs']:,} pairs  "
+                      f"peak RSS {d['peak_rss_mb']:.0f} MB ({d['before_mb']:.0f} MB before: texts, model)")  # fmt: skip
+        if "recall" in sr:
+            print(f"  recall of the exact pairs: {sr['recall']:.4f} ({sr['extra']} pairs not in the exact set)")
+        return 0
     r = run_dedup_bench(args.n, args.repeat, memory_mb=args.memory_mb, memory_path=not args.staged_only,
                         others=not args.staged_only, collapse=args.collapse)  # fmt: skip
     print(f"dedup bench: {r['n']:,} texts of 25 words (2% planted near-duplicates"
@@ -336,6 +348,8 @@ def register(sub: Any) -> None:
     dp.add_argument("--memory-mb", type=positive, default=512, help="the staged path's memory budget")
     dp.add_argument("--collapse", type=int, default=0, help="add a cluster of this many near-identical texts")
     dp.add_argument("--staged-only", action="store_true", help="only the staged path (sizes the others cannot hold)")
+    dp.add_argument("--method", choices=("minhash", "semantic"), default="minhash",
+                    help="semantic: the clustered path vs exact all-pairs (--staged-only: clustered only)")  # fmt: skip
     dp.set_defaults(fn=cmd_bench_dedup)
     rp = bsub.add_parser(
         "read",
