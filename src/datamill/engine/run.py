@@ -286,7 +286,7 @@ def _execute(
         # Responses and attempt lines a killed Ray run left in per-range journals: into the shared
         # cache and log before anything reads them (no task of this run dir runs now).
         fold_attempts(run_dir.path)
-        fold_cache(run_dir.path)
+        fold_cache(run_dir.path, checkpoint=executor.journals)
         results = committed_results(run_dir, bounds)
         summary.parts_resumed = len(results)
         summarize(summary, results)
@@ -350,7 +350,8 @@ def _execute(
             progress.finish()
             summary.budget = budget_report(specs, slots, limits)
             executor.close()
-            fold_cache(run_dir.path)
+            if executor.journals:
+                fold_cache(run_dir.path, checkpoint=False)
             summary.seconds = time.perf_counter() - t0
             results.sort(key=lambda r: r.start)
             summarize(summary, results)

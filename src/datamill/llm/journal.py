@@ -157,14 +157,15 @@ def fold_attempts(run_dir: str | Path, stem: str | None = None) -> int:
     return n
 
 
-def fold_cache(run_dir: str | Path) -> int:
-    """Move every cache journal into ``cache/llm.sqlite`` and delete it; checkpoint the WAL so
-    the file alone holds every response (tasks on other hosts read it immutable). Returns the
-    responses moved. Run only while no task of the run dir runs."""
+def fold_cache(run_dir: str | Path, checkpoint: bool = True) -> int:
+    """Move every cache journal into ``cache/llm.sqlite`` and delete it; with ``checkpoint``, move
+    the WAL into the file, so the file alone holds every response (tasks that read it immutable,
+    on other hosts too, see them all). Returns the responses moved. Run only while no task of the
+    run dir runs."""
     cache_dir = Path(run_dir) / "cache"
     paths = sorted((cache_dir / CACHE_JOURNALS).glob("*.bin")) if (cache_dir / CACHE_JOURNALS).is_dir() else []
     db = cache_dir / "llm.sqlite"
-    if not paths and not db.is_file():
+    if not paths and not (checkpoint and db.is_file()):
         return 0
     cache = ResponseCache(db)
     n = 0
@@ -175,7 +176,8 @@ def fold_cache(run_dir: str | Path) -> int:
                 cache.put_many(rows.items())
                 n += len(rows)
             p.unlink()
-        cache.checkpoint()
+        if checkpoint:
+            cache.checkpoint()
     finally:
         cache.close()
     return n

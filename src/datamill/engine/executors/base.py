@@ -98,6 +98,9 @@ class Executor(ABC):
 
     name = "local"
     workers = 1
+    # Tasks write per-range journals (datamill.llm.journal) instead of the shared cache and
+    # attempt log, and read llm.sqlite immutable: the run folds them in before and after.
+    journals = False
 
     def make_limits(self, specs: dict[int, Any], slots: dict[str, int], ledger: Path, workers: int) -> Any:
         """The run-wide limits of this invocation, with what earlier invocations spent (``ledger``).

@@ -117,6 +117,7 @@ class RayExecutor(Executor):
     """
 
     name = "ray"
+    journals = True
 
     def __init__(
         self, workers: int | None = None, address: str | None = None, max_attempts: int = MAX_ATTEMPTS
