@@ -18,6 +18,7 @@ responses and attempt lines go to per-range journals (:mod:`datamill.llm.journal
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -78,6 +79,10 @@ def _prepare(job: RangeJob, coordinator: Any, llm: bool) -> Any:
         _WORKER.update(job=job, limits=limits)
         if job.runner().loop is not None:  # compile once, before the first range
             quiet_gc()
+        else:
+            # A Ray worker's heap holds Ray itself: the collector would walk it at every full
+            # collection. What exists now (Ray, the compiled recipe) leaves its view.
+            gc.freeze()
     return _WORKER["limits"]
 
 
