@@ -374,4 +374,8 @@ def test_ray_keeps_at_least_0_8_of_local_speed_at_2_workers_on_1m_records(tmp_pa
     assert r["scaling"]["identical"]
     rows = {row["executor"]: row for row in r["scaling"]["rows"]}
     assert rows["ray"]["records"] == rows["local"]["records"] == 1_005_400
-    assert r["scaling"]["ray_over_local"]["2"]["run"] >= 0.8, r["scaling"]
+    ratio = r["scaling"]["ray_over_local"]["2"]
+    assert ratio["run"] >= 0.8, r["scaling"]
+    # Records per CPU-second of each command's whole process tree (Ray's daemons included): the
+    # measure other work on the machine does not move.
+    assert ratio["cpu"] >= 0.8, r["scaling"]
