@@ -167,6 +167,8 @@ def test_lambda_on_ray_is_byte_identical_to_local_and_to_four_shards(
     res = datamill("run", str(lt_recipe), "--out", str(own), "--executor", "ray", "--workers", "2")
     assert res.returncode == 0, res.stderr
     assert "executor ray, 2 workers" in res.stdout
+    # The progress display counts the Ray tasks' slots (sent to the coordinator inside ranges).
+    assert "lambda-ray end: 6,000/6,000 slots (100.0%)" in res.stdout + res.stderr
     assert output(own) == uninterrupted
     after = {p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if "gcs_server" in cmdline(p)}
     assert after <= before, "the run's own Ray instance was not stopped"
