@@ -38,6 +38,7 @@ REPORT_VERSION = 1
 SAMPLE = 2000
 SAMPLE_CHARS = 1500
 TOKEN_BATCH = 2048
+TOKEN_BATCH_CHARS = 1 << 21  # a batch of long texts ends sooner, so parsing overlaps their counting
 MAX_CATEGORIES = 30  # a string field with more distinct values is text, not a category
 MAX_DISTINCT = 1000  # a declared category's distinct values counted by name; the rest under "(other)"
 MAX_JOINT = 100_000  # combinations of declared categories counted for mutual information
@@ -221,6 +222,7 @@ def verify(
     joint: Counter[tuple[Any, ...]] | None = Counter()  # declared categories together, for mutual information
     pend_fields: list[_Field] = []
     pend_texts: list[str] = []
+    pend_chars = 0
     memo: dict[str, int] = {}  # token counts of repeated short values (categories), counted once
     verdicts: dict[str, _Verdicts] = {}  # judge and validate fields: {score, reason} / {ok, error}
     n = 0
@@ -242,14 +244,14 @@ def verify(
                 memo[text] = c
 
     def flush() -> None:
-        nonlocal pend_fields, pend_texts
+        nonlocal pend_fields, pend_texts, pend_chars
         # One batch in flight at a time keeps memory bounded.
         for fut in inflight:
             fut.result()
         inflight.clear()
         if pool is not None and pend_texts:
             inflight.append(pool.submit(count_batch, pend_fields, pend_texts))
-        pend_fields, pend_texts = [], []
+        pend_fields, pend_texts, pend_chars = [], [], 0
         for f in fields.values():
             f.flush()
 
@@ -294,12 +296,14 @@ def verify(
                     f = fields.get(key)
                     if f is None:
                         f = fields[key] = _Field()
-                    f.char_buf.append(len(value))
+                    chars = len(value)
+                    f.char_buf.append(chars)
                     if counter is not None:
                         known = memo.get(value)
                         if known is None:
                             pend_fields.append(f)
                             pend_texts.append(value)
+                            pend_chars += chars
                         else:
                             f.memo_buf.append(known)
                     f.seen += 1
@@ -315,7 +319,7 @@ def verify(
                             if len(mc) > MAX_CATEGORIES:
                                 maybe_cats[key] = None
                                 f.cat = False
-            if len(pend_texts) >= TOKEN_BATCH or not n % TOKEN_BATCH:  # a batch of texts, or of records
+            if len(pend_texts) >= TOKEN_BATCH or pend_chars >= TOKEN_BATCH_CHARS or not n % TOKEN_BATCH:
                 flush()
         flush()
         flush()  # waits for the last batch
