@@ -12,24 +12,15 @@ from datamill.engine.commit import PartResult, quiet_gc
 from datamill.engine.executors import base
 from datamill.engine.executors.base import Executor, ProgressFn, RangeJob
 from datamill.engine.plan import SlotRange
+from datamill.forked import die_with_parent
 
 _worker_job: RangeJob | None = None
 _worker_counter: Any = None
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its parent dies, so a killed run leaves no orphans."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        pass  # not Linux: orphans finish their range; commits stay atomic either way
-
-
 def _init_worker(job: RangeJob, counter: Any, limits: Any) -> None:
     global _worker_job, _worker_counter
-    _die_with_parent()
+    die_with_parent()
     # The parent owns Ctrl-C and SIGTERM: it stops the pool, and workers just end (no tracebacks).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
