@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,32 +269,61 @@ def _decide(
                 by_slot.setdefault(slot, []).append(rec)
     name = method.name if hasattr(method, "name") else str(method_name)
     result = DedupResult(name, getattr(method, "threshold", None), on_exhausted=on_exhausted, by=by)
-    rejected: dict[int, int] = {}
-    for round_no in range(1, max_rounds + 2):
+
+    def find() -> dict[int, int]:
         pairs = [(s, record_text(r, fields)) for s, recs in by_slot.items() for r in recs]
-        rejected = rejected_in_window(pairs, method, window) if window else rejected_slots(pairs, method)
-        if not rejected or round_no > max_rounds:
-            break
-        entry: dict[str, Any] = {"round": round_no, "rejected": sorted(rejected), "count": len(rejected)}
-        if by:
-            entry["by"] = _count_by(by_slot, rejected, by)
-        result.rounds.append(entry)
-        runner = runner or _runner(rd, manifest)
-        for outcome in runner.run(sorted(rejected), attempt=round_no):
-            result.attempts[outcome.slot] = round_no
-            by_slot[outcome.slot] = [] if outcome.failed or outcome.dropped else outcome.records
-    result.left_rejected = sorted(rejected)
-    if by and rejected:
-        result.rounds.append({"round": "left", "count": len(rejected), "by": _count_by(by_slot, rejected, by)})
-    if on_exhausted == "fail":
-        result.failed = [{"slot": s, "reason": f"dedup: still a duplicate ({name}) of slot {rejected[s]} after "
-                          f"{max_rounds} rounds of regeneration"} for s in sorted(rejected)]  # fmt: skip
+        return rejected_in_window(pairs, method, window) if window else rejected_slots(pairs, method)
+
+    rejected, runner = _rounds(
+        result, max_rounds, by, find, lambda _: by_slot, by_slot, runner, lambda: _runner(rd, manifest)
+    )
     for slot in rejected:  # still duplicates after the last round: left out, and listed (or failed)
         by_slot[slot] = []
     result.records = sum(len(v) for v in by_slot.values())
     if runner is not None:
         runner.close()
     return result, by_slot
+
+
+def _rounds(
+    result: DedupResult,
+    max_rounds: int,
+    by: str | None,
+    find: Callable[[], dict[int, int]],
+    records_of: Callable[[dict[int, int]], dict[int, list[dict[str, Any]]]],
+    regenerated: dict[int, list[dict[str, Any]]],
+    runner: Any,
+    new_runner: Callable[[], Any],
+) -> tuple[dict[int, int], Any]:
+    """The regeneration rounds both paths share: ``find()`` the rejected slots (slot -> the slot it
+    duplicates), regenerate them at the next attempt into ``regenerated`` (failed or dropped: []),
+    until none is rejected or ``max_rounds`` have run; ``result`` gets the rounds, the slots left
+    rejected and, with ``on_exhausted: fail``, their failures. Returns those slots and the runner."""
+    rejected: dict[int, int] = {}
+    for round_no in range(1, max_rounds + 2):
+        rejected = find()
+        if not rejected or round_no > max_rounds:
+            break
+        entry: dict[str, Any] = {"round": round_no, "rejected": sorted(rejected), "count": len(rejected)}
+        if by:
+            entry["by"] = _count_by(records_of(rejected), rejected, by)
+        result.rounds.append(entry)
+        runner = runner or new_runner()
+        for outcome in runner.run(sorted(rejected), attempt=round_no):
+            result.attempts[outcome.slot] = round_no
+            regenerated[outcome.slot] = [] if outcome.failed or outcome.dropped else outcome.records
+    result.left_rejected = sorted(rejected)
+    if by and rejected:
+        result.rounds.append(
+            {"round": "left", "count": len(rejected), "by": _count_by(records_of(rejected), rejected, by)}
+        )
+    if result.on_exhausted == "fail":
+        why = f"after {max_rounds} rounds of regeneration"
+        result.failed = [
+            {"slot": s, "reason": f"dedup: still a duplicate ({result.method}) of slot {rejected[s]} {why}"}
+            for s in sorted(rejected)
+        ]
+    return rejected, runner
 
 
 def _decide_staged(
@@ -317,28 +346,18 @@ def _decide_staged(
     engine = StagedDedup(methods, rd.path / STAGED_DIR, memory_mb or memory_budget_mb())
     result = DedupResult(method.name, getattr(method, "threshold", None), on_exhausted=on_exhausted, by=by)
     overrides: dict[int, list[dict[str, Any]]] = {}  # regenerated slots' records (failed or dropped: [])
-    rejected: dict[int, int] = {}
-    shards = []
-    for round_no in range(1, max_rounds + 2):
-        shards = [_part_shard(p, runner, fields, overrides) for p in parts]
-        rejected = engine.run(shards)
-        if not rejected or round_no > max_rounds:
-            break
-        entry: dict[str, Any] = {"round": round_no, "rejected": sorted(rejected), "count": len(rejected)}
-        if by:
-            entry["by"] = _count_by(_records_of(parts, runner, overrides, rejected), rejected, by)
-        result.rounds.append(entry)
-        runner = runner or _runner(rd, manifest)
-        for outcome in runner.run(sorted(rejected), attempt=round_no):
-            result.attempts[outcome.slot] = round_no
-            overrides[outcome.slot] = [] if outcome.failed or outcome.dropped else outcome.records
-    result.left_rejected = sorted(rejected)
-    if by and rejected:
-        left_by = _count_by(_records_of(parts, runner, overrides, rejected), rejected, by)
-        result.rounds.append({"round": "left", "count": len(rejected), "by": left_by})
-    if on_exhausted == "fail":
-        result.failed = [{"slot": s, "reason": f"dedup: still a duplicate ({method.name}) of slot {rejected[s]} after "
-                          f"{max_rounds} rounds of regeneration"} for s in sorted(rejected)]  # fmt: skip
+    shards: list[Any] = []
+
+    def find() -> dict[int, int]:
+        shards[:] = [_part_shard(p, runner, fields, overrides) for p in parts]
+        return engine.run(shards)
+
+    def records_of(rejected: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
+        return _records_of(parts, runner, overrides, rejected)
+
+    rejected, runner = _rounds(
+        result, max_rounds, by, find, records_of, overrides, runner, lambda: _runner(rd, manifest)
+    )
     result.records = engine.count_rows(shards) - engine.count_rows(shards, rejected)
     for slot in rejected:
         overrides[slot] = []
