@@ -4,8 +4,7 @@ verify starts the board with :meth:`Board.run_beside`: a forked process reads th
 second core; no record crosses a pipe) and feeds every record, in order, to the streaming meters
 and checkers, and one reservoir per sample size keeps a deterministic sample (a fixed seed, records
 in slot order) of the text fields the sampled meters read, each cut at ``SAMPLE_CHARS``.
-:meth:`Board.add` feeds it in-process instead (batched on a thread). :meth:`Board.finish`
-grades each reading:
+:meth:`Board.finish` collects and grades each reading:
 
 - a dashboard metric against its two bounds: ``healthy`` / ``warning`` / ``critical``; a critical
   one fails with the gate's severity (``fail`` unless it says ``warn``), a warning one warns;
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from datamill.recipe import gatekinds
 from datamill.recipe.model import GateSpec
 
 SAMPLE_CHARS = 1500  # as verify's own text metrics: the cost of a sample is flat in text length too
-BATCH = 1024  # records per hand-over to the board's thread
+BATCH = 1024  # records parsed per counting call in the board's process
 
 
 class _Reservoir:
@@ -154,9 +152,6 @@ class Board:
                 if meter.streaming:
                     self.streaming.append(meter)
         self.active = bool(self.entries)
-        self.batch: list[dict[str, Any]] = []
-        self.pool: ThreadPoolExecutor | None = None
-        self.inflight: Future[None] | None = None
         self.beside: tuple[Any, Any] | None = None  # (process, pipe) of run_beside
 
     def run_beside(self, lines: Callable[[], Iterable[bytes]]) -> None:
@@ -201,23 +196,6 @@ class Board:
             recv.close()
             self.beside = None
 
-    def add(self, rec: dict[str, Any]) -> None:
-        """Take one record; it is counted in batches on the board's own thread."""
-        if self.beside is not None:
-            return
-        self.batch.append(rec)
-        if len(self.batch) >= BATCH:
-            self._submit()
-
-    def _submit(self) -> None:
-        # One batch in flight: memory stays bounded and batches are counted in record order.
-        if self.inflight is not None:
-            self.inflight.result()
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datamill-board")
-        self.inflight = self.pool.submit(self._count, self.batch)
-        self.batch = []
-
     def _count(self, batch: list[dict[str, Any]]) -> None:
         streaming, reservoirs = self.streaming, list(self.reservoirs.values())
         for rec in batch:
@@ -247,12 +225,6 @@ class Board:
                 kind, message = value
                 raise (InputError(message) if kind != "RuntimeError" else RuntimeError(message))
             return dict(value)
-        if self.batch:
-            self._submit()
-        if self.inflight is not None:
-            self.inflight.result()
-        if self.pool is not None:
-            self.pool.shutdown()
         return self._grade()
 
     def _grade(self) -> dict[str, Any]:
